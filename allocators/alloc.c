@@ -1,0 +1,724 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * This file contains the multi-process allocator's block level: size
+ * classes, the owner's fast paths (plain loads and stores on pages it owns),
+ * remote frees (one CAS on the page's remote-free bitmap), collection of
+ * remote frees, adoption of pages whose owner died, large blocks as page
+ * runs, and the allocator parts of statistics and the consistency check.
+ *
+ * Crash story of a small page: its free list is linked through free blocks
+ * by offset and changed by its owner only, each push or pop ending in a
+ * single store of `local_free`, with the link written before (compiler
+ * barrier): a kill -9 at any instruction leaves a well-formed list, at
+ * worst missing the one block being allocated or freed (a leak, never a
+ * double hand-out).  Remote frees are bits, set with CAS; the owner moves
+ * them to its list and only then clears them, so an interrupted collection
+ * leaves a block both listed and flagged, which adoption de-duplicates.
+ */
+#include "alloc_internal.h"
+
+#include <string.h>
+
+posh__class_info_t posh__classes[POSH_SIZE_CLASS_MAX];
+int posh__nclasses;
+/* Class of each size <= 1024 in steps of 16: class_of16[(size+15)>>4]. */
+static uint8_t class_of16[1024 / 16 + 1];
+
+/* Size classes: 16..128 in steps of 16, then four per doubling up to
+ * POSH_SMALL_MAX (about 12% worst-case internal waste). */
+__attribute__((constructor)) static void classes_init(void) {
+  int n = 0;
+  for (uint32_t s = 16; s <= 128; s += 16)
+    posh__classes[n++].block_size = s;
+  for (uint32_t base = 128; base < POSH_SMALL_MAX; base *= 2)
+    for (uint32_t k = 1; k <= 4; k++)
+      posh__classes[n++].block_size = base + k * (base / 4);
+  posh__nclasses = n;
+  for (int c = 0; c < n; c++) {
+    posh__class_info_t *ci = &posh__classes[c];
+    uint32_t bs = ci->block_size;
+    uint32_t align = bs & (~bs + 1); /* largest power of two dividing bs */
+    if (align > 4096)
+      align = 4096;
+    ci->align = align;
+    uint32_t maxblocks = (POSH_PAGE_SIZE - sizeof(posh__page_head_t)) / bs;
+    ci->bitmap_words = (maxblocks + 63) / 64;
+    uint32_t head = (uint32_t)sizeof(posh__page_head_t) +
+                    ci->bitmap_words * 8u * (POSH_DEBUG >= 2 ? 2u : 1u);
+    ci->first_block = (uint32_t)posh__align_up(head, align < 16 ? 16 : align);
+    ci->capacity = (POSH_PAGE_SIZE - ci->first_block) / bs;
+    ci->reciprocal = (uint32_t)(((1ull << 32) + bs - 1) / bs);
+  }
+  for (uint32_t i = 0; i <= 1024 / 16; i++) {
+    uint32_t size = i == 0 ? 1 : i * 16;
+    int c = 0;
+    while (posh__classes[c].block_size < size)
+      c++;
+    class_of16[i] = (uint8_t)c;
+  }
+}
+
+int posh__size_class_count(void) { return posh__nclasses; }
+uint32_t posh__size_class_block(int cls) { return posh__classes[cls].block_size; }
+
+static inline int size_class(size_t size) {
+  if (posh_likely(size <= 1024))
+    return class_of16[(size + 15) >> 4];
+  int c = class_of16[1024 / 16];
+  while (posh__classes[c].block_size < size)
+    c++;
+  return c;
+}
+
+/* Debug builds keep an owner-only allocation bitmap after the remote one,
+ * to catch double frees on the owner's path. */
+static inline uint64_t *alloc_bitmap(unsigned char *page, const posh__page_t *pg) {
+  return posh__page_remote_bitmap(page) + posh__classes[pg->size_class].bitmap_words;
+}
+
+static inline unsigned char *page_of(posh_heap_t *heap, const posh__page_t *pg) {
+  return posh__page_addr(heap, posh__page_index(heap, pg));
+}
+static inline posh__page_head_t *head_of(posh_heap_t *heap, const posh__page_t *pg) {
+  return (posh__page_head_t *)page_of(heap, pg);
+}
+
+/* Heap offset of block idx of pg. */
+static inline uint64_t block_off(posh_heap_t *heap, const posh__page_t *pg,
+                                 uint32_t idx) {
+  return (uint64_t)(page_of(heap, pg) - heap->view.base) + pg->first_block +
+         (uint64_t)idx * pg->block_size;
+}
+/* Index of the block at byte `in_page` of its page (exact for our sizes). */
+static inline uint32_t block_index(const posh__page_t *pg, uint32_t in_page) {
+  return (uint32_t)(((uint64_t)(in_page - pg->first_block) * pg->reciprocal) >> 32);
+}
+
+void posh__small_page_format(posh_heap_t *heap, posh__page_t *pg, int cls,
+                             uint32_t token) {
+  const posh__class_info_t *ci = &posh__classes[cls];
+  unsigned char *page = page_of(heap, pg);
+  /* The page may have been used before (not punched yet): clear the head
+   * and bitmaps; blocks are handed out by bump index, so their old
+   * contents never matter. */
+  memset(page, 0, ci->first_block);
+  pg->size_class = (uint32_t)cls;
+  pg->block_size = ci->block_size;
+  pg->capacity = ci->capacity;
+  pg->first_block = ci->first_block;
+  pg->reciprocal = ci->reciprocal;
+  pg->bump = 0;
+  pg->used = 0;
+  pg->local_free = 0;
+  pg->owner_next = 0;
+  posh_atomic32_store_relaxed(&pg->xowner, token);
+}
+
+/* ------------------------------------------------------------------------
+ * Owner-side list operations (ordered for crash consistency).
+ * ---------------------------------------------------------------------- */
+static inline void list_push(posh_heap_t *heap, posh__page_t *pg, uint64_t off) {
+  *(uint64_t *)(heap->view.base + off) = pg->local_free;
+  posh_compiler_barrier(); /* link written before the block is published */
+  pg->local_free = off;
+}
+
+/* Move remote frees to the local list.  Returns the number collected. */
+static uint32_t collect_remote(posh_heap_t *heap, posh__page_t *pg) {
+  posh__page_head_t *ph = head_of(heap, pg);
+  if (!posh_atomic_load_relaxed(&ph->xremote_pending))
+    return 0;
+  /* Clear the flag before scanning, with a full fence: a remote free whose
+   * bit we miss sets the flag again after our clear. */
+  posh_atomic_store_seqcst(&ph->xremote_pending, 0);
+  uint64_t *bits = posh__page_remote_bitmap((unsigned char *)ph);
+  uint32_t words = (pg->bump + 63) / 64, got = 0;
+  for (uint32_t w = 0; w < words; w++) {
+    uint64_t r = posh_atomic_load_acquire((posh_atomic_t *)&bits[w]);
+    if (!r)
+      continue;
+    for (uint64_t m = r; m; m &= m - 1) {
+      uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(m);
+#if POSH_DEBUG >= 2
+      alloc_bitmap((unsigned char *)ph, pg)[idx / 64] &= ~(1ull << (idx % 64));
+#endif
+      list_push(heap, pg, block_off(heap, pg, idx));
+      got++;
+    }
+    /* Only now forget the bits: until here a crash leaves them set. */
+    posh_atomic_fetch_andnot_full((posh_atomic_t *)&bits[w], r);
+  }
+  pg->used -= got;
+  return got;
+}
+
+void posh__small_page_rebuild(posh_heap_t *heap, posh__page_t *pg) {
+  unsigned char *page = page_of(heap, pg);
+  uint64_t seen[POSH_PAGE_SIZE / 16 / 64];
+  memset(seen, 0, sizeof seen);
+  uint64_t page_off = (uint64_t)(page - heap->view.base);
+  if (pg->bump > pg->capacity)
+    pg->bump = pg->capacity;
+  /* 1. Walk the list; cut it at the first entry that is not a free block
+   *    of this page (never follow garbage) or that repeats. */
+  uint32_t nfree = 0;
+  uint64_t *link = &pg->local_free;
+  while (*link) {
+    uint64_t off = *link;
+    uint32_t in_page = (uint32_t)(off - page_off);
+    uint32_t idx = off > page_off && off - page_off < POSH_PAGE_SIZE &&
+                           in_page >= pg->first_block
+                       ? block_index(pg, in_page)
+                       : UINT32_MAX;
+    if (idx >= pg->bump || block_off(heap, pg, idx) != off ||
+        (seen[idx / 64] >> (idx % 64)) & 1u) {
+      *link = 0;
+      break;
+    }
+    seen[idx / 64] |= 1ull << (idx % 64);
+    nfree++;
+    link = (uint64_t *)(heap->view.base + off);
+  }
+  /* 2. Remote bits not already listed join the list; then clear them. */
+  uint64_t *bits = posh__page_remote_bitmap(page);
+  posh_atomic_store_seqcst(&((posh__page_head_t *)page)->xremote_pending, 0);
+  for (uint32_t w = 0; w < (pg->bump + 63) / 64; w++) {
+    uint64_t r = posh_atomic_load_acquire((posh_atomic_t *)&bits[w]);
+    for (uint64_t m = r; m; m &= m - 1) {
+      uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(m);
+      if (idx >= pg->bump || ((seen[w] >> (idx % 64)) & 1u))
+        continue;
+      seen[w] |= 1ull << (idx % 64);
+      list_push(heap, pg, block_off(heap, pg, idx));
+      nfree++;
+    }
+    if (r)
+      posh_atomic_fetch_andnot_full((posh_atomic_t *)&bits[w], r);
+  }
+#if POSH_DEBUG >= 2
+  uint64_t *am = alloc_bitmap(page, pg);
+  for (uint32_t w = 0; w < posh__classes[pg->size_class].bitmap_words; w++)
+    am[w] = 0;
+  for (uint32_t i = 0; i < pg->bump; i++)
+    if (!((seen[i / 64] >> (i % 64)) & 1u))
+      am[i / 64] |= 1ull << (i % 64);
+#endif
+  pg->used = pg->bump - nfree;
+}
+
+/* ------------------------------------------------------------------------
+ * Small allocation.
+ * ---------------------------------------------------------------------- */
+static inline void *pop_block(posh_heap_t *heap, posh__page_t *pg) {
+  uint64_t off = pg->local_free;
+  if (posh_likely(off != 0)) {
+    pg->local_free = *(uint64_t *)(heap->view.base + off);
+  } else if (pg->bump < pg->capacity) {
+    off = block_off(heap, pg, pg->bump);
+    pg->bump++;
+  } else {
+    return NULL;
+  }
+  pg->used++;
+#if POSH_DEBUG >= 2
+  {
+    unsigned char *page = page_of(heap, pg);
+    uint32_t idx = block_index(pg, (uint32_t)(off - (uint64_t)(page - heap->view.base)));
+    posh_assert(idx < pg->bump);
+    alloc_bitmap(page, pg)[idx / 64] |= 1ull << (idx % 64);
+  }
+#endif
+  return heap->view.base + off;
+}
+
+static inline int page_has_room(const posh__page_t *pg) {
+  return pg->local_free != 0 || pg->bump < pg->capacity;
+}
+
+static void *alloc_small_slow(posh_heap_t *heap, posh__tld_t *tld, int cls) {
+  posh__class_cache_t *cc = &tld->classes[cls];
+  posh__page_t *pg = cc->page;
+  /* 1. Remote frees into the current page. */
+  if (pg && collect_remote(heap, pg))
+    return pop_block(heap, pg);
+  /* 2. Another page of ours with room or remote frees. */
+  for (uint32_t p = cc->head; p; p = heap->pages[p - 1].owner_next) {
+    posh__page_t *cand = &heap->pages[p - 1];
+    if (cand == pg)
+      continue;
+    if (page_has_room(cand) || collect_remote(heap, cand)) {
+      cc->page = cand;
+      return pop_block(heap, cand);
+    }
+  }
+  /* 3. A page abandoned by a dead or exited owner; 4. a fresh page. */
+  for (int attempt = 0; attempt < 2; attempt++) {
+    posh__page_t *np;
+    while ((np = posh__pages_adopt(heap, tld->token, cls)) != NULL) {
+      posh__small_page_rebuild(heap, np);
+      np->owner_next = cc->head;
+      cc->head = (uint32_t)posh__page_index(heap, np) + 1;
+      if (page_has_room(np)) {
+        cc->page = np;
+        return pop_block(heap, np);
+      }
+    }
+    int err = 0;
+    np = posh__pages_alloc_small(heap, tld->token, cls, &err);
+    if (np) {
+      np->owner_next = cc->head;
+      cc->head = (uint32_t)posh__page_index(heap, np) + 1;
+      cc->page = np;
+      return pop_block(heap, np);
+    }
+    if (err != POSH_ENOMEM || attempt == 1) {
+      posh__set_last_error(err);
+      return NULL;
+    }
+    /* Exhausted: pages of dead processes may be waiting for adoption. */
+    posh_heap_reap(heap, NULL);
+  }
+  posh__set_last_error(POSH_ENOMEM);
+  return NULL;
+}
+
+/* Unlink pg from the owner's class list and give it back (used == 0). */
+static void release_small_page(posh_heap_t *heap, posh__tld_t *tld,
+                               posh__page_t *pg) {
+  posh__class_cache_t *cc = &tld->classes[pg->size_class];
+  uint32_t me = (uint32_t)posh__page_index(heap, pg) + 1;
+  for (uint32_t *link = &cc->head; *link; link = &heap->pages[*link - 1].owner_next)
+    if (*link == me) {
+      *link = pg->owner_next;
+      break;
+    }
+  if (cc->page == pg)
+    cc->page = NULL;
+  posh__pages_free_small(heap, tld->token, pg);
+}
+
+/* ------------------------------------------------------------------------
+ * Large blocks.
+ * ---------------------------------------------------------------------- */
+static void *alloc_large(posh_heap_t *heap, size_t size) {
+  int err = 0;
+  uint32_t token = posh__self_token(heap, &err);
+  if (!token) {
+    posh__set_last_error(err);
+    return NULL;
+  }
+  uint64_t n = ((uint64_t)size + POSH_PAGE_SIZE - 1) >> POSH_PAGE_SHIFT;
+  if (n > heap->npages) {
+    posh__set_last_error(POSH_ENOMEM);
+    return NULL;
+  }
+  int64_t idx = posh__pages_alloc_run(heap, token, n, &err);
+  if (idx < 0 && err == POSH_ENOMEM) {
+    posh_heap_reap(heap, NULL);
+    idx = posh__pages_alloc_run(heap, token, n, &err);
+  }
+  if (idx < 0) {
+    posh__set_last_error(err);
+    return NULL;
+  }
+  heap->pages[idx].large_size = size;
+  return posh__page_addr(heap, (uint64_t)idx);
+}
+
+/* ------------------------------------------------------------------------
+ * Public entry points.
+ * ---------------------------------------------------------------------- */
+POSH_EXTERN void *posh_alloc(posh_heap_t *heap, size_t size) {
+  if (posh_unlikely(!heap)) {
+    posh__set_last_error(POSH_EINVAL);
+    return NULL;
+  }
+  if (posh_likely(size <= POSH_SMALL_MAX)) {
+    int err;
+    posh__tld_t *tld = posh__tld_get(heap, &err);
+    if (posh_unlikely(!tld)) {
+      posh__set_last_error(err);
+      return NULL;
+    }
+    int cls = size_class(size);
+    posh__page_t *pg = tld->classes[cls].page;
+    if (posh_likely(pg != NULL)) {
+      void *p = pop_block(heap, pg);
+      if (posh_likely(p != NULL))
+        return p;
+    }
+    return alloc_small_slow(heap, tld, cls);
+  }
+  if (heap->detached) {
+    posh__set_last_error(POSH_EDETACHED);
+    return NULL;
+  }
+  return alloc_large(heap, size);
+}
+
+/* Locate ptr: returns its page and block index, or an error code. */
+static int locate(posh_heap_t *heap, const void *ptr, posh__page_t **pg_out,
+                  uint32_t *idx_out) {
+  const unsigned char *p = ptr;
+  if (p < heap->data || p >= heap->data + (heap->npages << POSH_PAGE_SHIFT))
+    return POSH_EFAULT;
+  uint64_t rel = (uint64_t)(p - heap->data);
+  posh__page_t *pg = &heap->pages[rel >> POSH_PAGE_SHIFT];
+  uint32_t in_page = (uint32_t)(rel & (POSH_PAGE_SIZE - 1));
+  *pg_out = pg;
+  uint32_t kind = pg->kind;
+  if (kind == POSH_PAGE_SMALL) {
+    if (in_page < pg->first_block || pg->block_size == 0)
+      return POSH_EFAULT;
+    uint32_t idx = block_index(pg, in_page);
+    if (idx >= pg->capacity ||
+        pg->first_block + idx * pg->block_size != in_page)
+      return POSH_EFAULT;
+    *idx_out = idx;
+    return POSH_PAGE_SMALL;
+  }
+  if (kind == POSH_PAGE_LARGE_HEAD)
+    return in_page == 0 ? POSH_PAGE_LARGE_HEAD : POSH_EFAULT;
+  if (kind == POSH_PAGE_FREE)
+    return in_page == 0 ? POSH_EDOUBLEFREE : POSH_EFAULT;
+  return POSH_EFAULT;
+}
+
+POSH_EXTERN int posh_free(posh_heap_t *heap, void *ptr) {
+  if (!ptr)
+    return 0;
+  if (!heap)
+    return POSH_EINVAL;
+  if (heap->detached)
+    return POSH_EDETACHED;
+  posh__page_t *pg;
+  uint32_t idx = 0;
+  int kind = locate(heap, ptr, &pg, &idx);
+  if (posh_likely(kind == POSH_PAGE_SMALL)) {
+    int err;
+    posh__tld_t *tld = posh__tld_get(heap, &err);
+    if (posh_unlikely(!tld))
+      return err;
+    if (posh_likely(posh_atomic32_load_relaxed(&pg->xowner) == tld->token)) {
+      /* Owner: plain stores only. */
+      if (posh_unlikely(idx >= pg->bump))
+        return POSH_EFAULT; /* never handed out */
+#if POSH_DEBUG >= 2
+      uint64_t *am = alloc_bitmap(page_of(heap, pg), pg);
+      if (!((am[idx / 64] >> (idx % 64)) & 1u))
+        return POSH_EDOUBLEFREE;
+      am[idx / 64] &= ~(1ull << (idx % 64));
+#endif
+      uint64_t off = (uint64_t)((unsigned char *)ptr - heap->view.base);
+      /* Cheap check in every build: freeing the list head again. */
+      if (posh_unlikely(off == pg->local_free))
+        return POSH_EDOUBLEFREE;
+      list_push(heap, pg, off);
+      if (posh_unlikely(--pg->used == 0) &&
+          tld->classes[pg->size_class].page != pg)
+        release_small_page(heap, tld, pg);
+      return 0;
+    }
+    /* Another thread's or process's page: one CAS on the bitmap word.
+     * bump only grows and was raised before the block was handed out,
+     * which happened before the pointer reached us. */
+    if (posh_unlikely(idx >= pg->bump))
+      return POSH_EFAULT;
+    uint64_t *bits = posh__page_remote_bitmap(page_of(heap, pg));
+    uint64_t bit = 1ull << (idx % 64);
+    uint64_t old = posh_atomic_fetch_or_full((posh_atomic_t *)&bits[idx / 64], bit);
+    if (old & bit)
+      return POSH_EDOUBLEFREE;
+    /* After the bit (the CAS is a full barrier): the owner clears the flag
+     * before scanning, so it either sees our bit or sees the flag again. */
+    posh_atomic_store_relaxed(&head_of(heap, pg)->xremote_pending, 1);
+    return 0;
+  }
+  if (kind == POSH_PAGE_LARGE_HEAD) {
+    int err = 0;
+    uint32_t token = posh__self_token(heap, &err);
+    if (!token)
+      return err;
+    posh__pages_free_run(heap, token, posh__page_index(heap, pg), pg->run_pages);
+    return 0;
+  }
+  return kind;
+}
+
+POSH_EXTERN size_t posh_usable_size(posh_heap_t *heap, const void *ptr) {
+  if (!heap || !ptr || heap->detached)
+    return 0;
+  posh__page_t *pg;
+  uint32_t idx;
+  int kind = locate(heap, ptr, &pg, &idx);
+  if (kind == POSH_PAGE_SMALL)
+    return pg->block_size;
+  if (kind == POSH_PAGE_LARGE_HEAD)
+    return (size_t)pg->run_pages << POSH_PAGE_SHIFT;
+  return 0;
+}
+
+POSH_EXTERN void *posh_calloc(posh_heap_t *heap, size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    posh__set_last_error(POSH_EINVAL);
+    return NULL;
+  }
+  void *p = posh_alloc(heap, total);
+  if (p)
+    memset(p, 0, total);
+  return p;
+}
+
+POSH_EXTERN void *posh_realloc(posh_heap_t *heap, void *ptr, size_t size) {
+  if (!ptr)
+    return posh_alloc(heap, size);
+  if (!heap) {
+    posh__set_last_error(POSH_EINVAL);
+    return NULL;
+  }
+  size_t usable = posh_usable_size(heap, ptr);
+  if (usable == 0) {
+    posh__set_last_error(POSH_EFAULT);
+    return NULL;
+  }
+  if (size == 0) {
+    posh_free(heap, ptr);
+    posh__set_last_error(0);
+    return NULL;
+  }
+  /* Stay in place when the block fits and is not more than twice too big. */
+  if (size <= usable && (size > usable / 2 || usable <= 16)) {
+    if (usable > POSH_SMALL_MAX) {
+      posh__page_t *pg;
+      uint32_t idx;
+      locate(heap, ptr, &pg, &idx);
+      pg->large_size = size;
+    }
+    return ptr;
+  }
+  void *np = posh_alloc(heap, size);
+  if (!np)
+    return NULL;
+  memcpy(np, ptr, size < usable ? size : usable);
+  posh_free(heap, ptr);
+  return np;
+}
+
+POSH_EXTERN void *posh_aligned_alloc(posh_heap_t *heap, size_t alignment,
+                                     size_t size) {
+  if (!heap || alignment == 0 || (alignment & (alignment - 1)) ||
+      alignment > POSH_PAGE_SIZE) {
+    posh__set_last_error(POSH_EINVAL);
+    return NULL;
+  }
+  if (alignment <= 16)
+    return posh_alloc(heap, size);
+  if (size <= POSH_SMALL_MAX) {
+    /* A class whose blocks are all aligned: pages are 64 KiB aligned in
+     * every mapping, and first_block/block_size keep the alignment. */
+    for (int c = size_class(size); c < posh__nclasses; c++) {
+      const posh__class_info_t *ci = &posh__classes[c];
+      if (ci->align >= alignment && ci->block_size % alignment == 0) {
+        if (ci->block_size > 2 * size + alignment)
+          break; /* a page run wastes less than this class would */
+        return posh_alloc(heap, ci->block_size);
+      }
+    }
+  }
+  if (heap->detached) {
+    posh__set_last_error(POSH_EDETACHED);
+    return NULL;
+  }
+  return alloc_large(heap, size < POSH_SMALL_MAX + 1 ? POSH_SMALL_MAX + 1 : size);
+}
+
+POSH_EXTERN posh_off_t posh_alloc_off(posh_heap_t *heap, size_t size) {
+  void *p = posh_alloc(heap, size);
+  return p ? posh_off(heap, p) : POSH_OFF_NULL;
+}
+
+POSH_EXTERN int posh_free_off(posh_heap_t *heap, posh_off_t off) {
+  if (!heap)
+    return POSH_EINVAL;
+  if (off.v == 0)
+    return 0;
+  if (off.v >= heap->view.capacity)
+    return POSH_EFAULT;
+  return posh_free(heap, posh_ptr(heap, off));
+}
+
+POSH_EXTERN int posh_block_state(posh_heap_t *heap, const void *ptr) {
+  if (!heap || !ptr || heap->detached)
+    return POSH_BLOCK_INVALID;
+  posh__page_t *pg;
+  uint32_t idx = 0;
+  int kind = locate(heap, ptr, &pg, &idx);
+  if (kind == POSH_PAGE_LARGE_HEAD)
+    return POSH_BLOCK_ALLOCATED;
+  if (kind == POSH_EDOUBLEFREE)
+    return POSH_BLOCK_FREE;
+  if (kind != POSH_PAGE_SMALL)
+    return POSH_BLOCK_INVALID;
+  if (idx >= pg->bump)
+    return POSH_BLOCK_FREE;
+  uint64_t *bits = posh__page_remote_bitmap(page_of(heap, pg));
+  if ((posh_atomic_load_acquire((posh_atomic_t *)&bits[idx / 64]) >> (idx % 64)) & 1u)
+    return POSH_BLOCK_FREE;
+  uint64_t want = (uint64_t)((const unsigned char *)ptr - heap->view.base);
+  uint64_t off = pg->local_free;
+  for (uint32_t steps = 0; off && steps <= pg->capacity; steps++) {
+    if (off == want)
+      return POSH_BLOCK_FREE;
+    if (off >= heap->view.capacity)
+      break;
+    off = *(uint64_t *)(heap->view.base + off);
+  }
+  return POSH_BLOCK_ALLOCATED;
+}
+
+/* ------------------------------------------------------------------------
+ * Thread exit, statistics, check.
+ * ---------------------------------------------------------------------- */
+void posh__alloc_thread_exit(posh__tld_t *tld) {
+  posh_heap_t *heap = tld->heap;
+  for (int c = 0; c < posh__nclasses; c++) {
+    posh__class_cache_t *cc = &tld->classes[c];
+    uint32_t p = cc->head;
+    while (p) {
+      posh__page_t *pg = &heap->pages[p - 1];
+      p = pg->owner_next;
+      collect_remote(heap, pg);
+      if (pg->used == 0)
+        release_small_page(heap, tld, pg);
+    }
+    cc->page = NULL;
+    cc->head = 0;
+  }
+  /* Pages still holding live blocks wait for an adopter. */
+  posh__pages_abandon_owner(heap, tld->token, tld->token);
+}
+
+static uint32_t popcount_bits(const uint64_t *bits, uint32_t nbits) {
+  uint32_t n = 0;
+  for (uint32_t w = 0; w < (nbits + 63) / 64; w++) {
+    uint64_t v = posh_atomic_load_relaxed((posh_atomic_t *)&bits[w]);
+    if ((w + 1) * 64 > nbits && nbits % 64)
+      v &= (1ull << (nbits % 64)) - 1;
+    n += (uint32_t)__builtin_popcountll(v);
+  }
+  return n;
+}
+
+void posh__alloc_stats(posh_heap_t *heap, posh_heap_stats_t *st) {
+  posh__hdr_t *h = heap->hdr;
+  uint64_t high = h->pages_high < heap->npages ? h->pages_high : heap->npages;
+  st->size_classes = (uint32_t)posh__nclasses;
+  for (int c = 0; c < posh__nclasses; c++)
+    st->classes[c].block_size = posh__classes[c].block_size;
+  for (uint64_t i = 0; i < high; i++) {
+    posh__page_t *pg = &heap->pages[i];
+    uint32_t kind = pg->kind;
+    if (kind == POSH_PAGE_SMALL && pg->size_class < (uint32_t)posh__nclasses) {
+      posh_class_stats_t *cs = &st->classes[pg->size_class];
+      uint32_t bump = pg->bump < pg->capacity ? pg->bump : pg->capacity;
+      uint32_t remote = popcount_bits(posh__page_remote_bitmap(page_of(heap, pg)), bump);
+      uint32_t used = pg->used;
+      uint64_t live = used > remote ? used - remote : 0;
+      if (live > bump)
+        live = bump;
+      cs->pages++;
+      cs->blocks_in_use += live;
+      cs->blocks_free += pg->capacity - live;
+      st->pages_small++;
+      st->bytes_in_use += live * pg->block_size;
+      st->bytes_free += (pg->capacity - live) * pg->block_size;
+    } else if (kind == POSH_PAGE_LARGE_HEAD) {
+      st->pages_large += pg->run_pages;
+      st->bytes_in_use += (uint64_t)pg->run_pages << POSH_PAGE_SHIFT;
+    }
+  }
+  st->pages_free = h->pages_free;
+  st->bytes_free += h->pages_free << POSH_PAGE_SHIFT;
+}
+
+int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, char *report,
+                           size_t len, size_t *used) {
+  uint64_t idx_pg = posh__page_index(heap, pg);
+  if (pg->size_class >= (uint32_t)posh__nclasses) {
+    posh__report(report, len, used, "page %llu: size class %u\n",
+                 (unsigned long long)idx_pg, pg->size_class);
+    return POSH_ECORRUPT;
+  }
+  const posh__class_info_t *ci = &posh__classes[pg->size_class];
+  if (pg->block_size != ci->block_size || pg->capacity != ci->capacity ||
+      pg->first_block != ci->first_block || pg->reciprocal != ci->reciprocal ||
+      pg->bump > pg->capacity) {
+    posh__report(report, len, used, "page %llu: geometry does not match class %u\n",
+                 (unsigned long long)idx_pg, pg->size_class);
+    return POSH_ECORRUPT;
+  }
+  uint32_t owner = posh_atomic32_load_relaxed(&pg->xowner);
+  int owner_live = owner != POSH_OWNER_ABANDONED && posh__token_alive(heap, owner, 1);
+  unsigned char *page = page_of(heap, pg);
+  uint64_t page_off = (uint64_t)(page - heap->view.base);
+  uint64_t seen[POSH_PAGE_SIZE / 16 / 64];
+  memset(seen, 0, sizeof seen);
+  uint32_t nfree = 0;
+  for (uint64_t off = pg->local_free; off;) {
+    uint32_t in_page = (uint32_t)(off - page_off);
+    uint32_t idx = off > page_off && off - page_off < POSH_PAGE_SIZE &&
+                           in_page >= pg->first_block
+                       ? block_index(pg, in_page)
+                       : UINT32_MAX;
+    if (idx >= pg->bump || block_off(heap, pg, idx) != off) {
+      posh__report(report, len, used, "page %llu: free list holds bad offset %llu\n",
+                   (unsigned long long)idx_pg, (unsigned long long)off);
+      return POSH_ECORRUPT;
+    }
+    if ((seen[idx / 64] >> (idx % 64)) & 1u) {
+      posh__report(report, len, used, "page %llu: free list has a cycle at block %u\n",
+                   (unsigned long long)idx_pg, idx);
+      return POSH_ECORRUPT;
+    }
+    seen[idx / 64] |= 1ull << (idx % 64);
+    nfree++;
+    off = *(uint64_t *)(heap->view.base + off);
+  }
+  uint64_t *bits = posh__page_remote_bitmap(page);
+  uint32_t remote = 0;
+  for (uint32_t w = 0; w < ci->bitmap_words; w++) {
+    uint64_t r = posh_atomic_load_relaxed((posh_atomic_t *)&bits[w]);
+    for (uint64_t m = r; m; m &= m - 1) {
+      uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(m);
+      if (idx >= pg->bump) {
+        posh__report(report, len, used,
+                     "page %llu: remote-free bit %u beyond handed-out blocks\n",
+                     (unsigned long long)idx_pg, idx);
+        return POSH_ECORRUPT;
+      }
+      if ((seen[w] >> (idx % 64)) & 1u) {
+        /* Listed and flagged: only an owner killed mid-collection leaves
+         * this; adoption repairs it. */
+        if (owner_live) {
+          posh__report(report, len, used,
+                       "page %llu: block %u both free-listed and remote-freed\n",
+                       (unsigned long long)idx_pg, idx);
+          return POSH_ECORRUPT;
+        }
+        continue;
+      }
+      remote++;
+    }
+  }
+  /* The owner's count may be one off after its owner was killed mid-way;
+   * adoption recomputes it. */
+  uint32_t expect = pg->bump - nfree;
+  if (owner_live && pg->used != expect) {
+    posh__report(report, len, used, "page %llu: used %u but %u blocks are live\n",
+                 (unsigned long long)idx_pg, pg->used, expect);
+    return POSH_ECORRUPT;
+  }
+  (void)remote;
+  return 0;
+}
