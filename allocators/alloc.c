@@ -384,46 +384,39 @@ static int locate(posh_heap_t *heap, const void *ptr, posh__page_t **pg_out,
   return POSH_EFAULT;
 }
 
-POSH_EXTERN int posh_free(posh_heap_t *heap, void *ptr) {
-  if (!ptr)
-    return 0;
-  if (!heap)
-    return POSH_EINVAL;
+/* Everything but the owner's small-block free: validation with clear
+ * errors, remote frees, large runs. */
+static int free_slow(posh_heap_t *heap, void *ptr) {
   if (heap->detached)
     return POSH_EDETACHED;
   posh__page_t *pg;
   uint32_t idx = 0;
   int kind = locate(heap, ptr, &pg, &idx);
-  if (posh_likely(kind == POSH_PAGE_SMALL)) {
+  if (kind == POSH_PAGE_SMALL) {
     int err;
     posh__tld_t *tld = posh__tld_get(heap, &err);
     if (posh_unlikely(!tld))
       return err;
-    if (posh_likely(posh_atomic32_load_relaxed(&pg->xowner) == tld->token)) {
-      /* Owner: plain stores only. */
-      if (posh_unlikely(idx >= pg->bump))
-        return POSH_EFAULT; /* never handed out */
+    /* bump only grows and was raised before the block was handed out,
+     * which happened before the pointer reached us. */
+    if (posh_unlikely(idx >= pg->bump))
+      return POSH_EFAULT; /* never handed out */
+    if (posh_atomic32_load_relaxed(&pg->xowner) == tld->token) {
+      uint64_t off = (uint64_t)((unsigned char *)ptr - heap->view.base);
+      if (off == pg->local_free)
+        return POSH_EDOUBLEFREE;
 #if POSH_DEBUG >= 2
       uint64_t *am = alloc_bitmap(page_of(heap, pg), pg);
       if (!((am[idx / 64] >> (idx % 64)) & 1u))
         return POSH_EDOUBLEFREE;
       am[idx / 64] &= ~(1ull << (idx % 64));
 #endif
-      uint64_t off = (uint64_t)((unsigned char *)ptr - heap->view.base);
-      /* Cheap check in every build: freeing the list head again. */
-      if (posh_unlikely(off == pg->local_free))
-        return POSH_EDOUBLEFREE;
       list_push(heap, pg, off);
-      if (posh_unlikely(--pg->used == 0) &&
-          tld->classes[pg->size_class].page != pg)
+      if (--pg->used == 0 && tld->classes[pg->size_class].page != pg)
         release_small_page(heap, tld, pg);
       return 0;
     }
-    /* Another thread's or process's page: one CAS on the bitmap word.
-     * bump only grows and was raised before the block was handed out,
-     * which happened before the pointer reached us. */
-    if (posh_unlikely(idx >= pg->bump))
-      return POSH_EFAULT;
+    /* Another thread's or process's page: one CAS on the bitmap word. */
     uint64_t *bits = posh__page_remote_bitmap(page_of(heap, pg));
     uint64_t bit = 1ull << (idx % 64);
     uint64_t old = posh_atomic_fetch_or_full((posh_atomic_t *)&bits[idx / 64], bit);
@@ -443,6 +436,38 @@ POSH_EXTERN int posh_free(posh_heap_t *heap, void *ptr) {
     return 0;
   }
   return kind;
+}
+
+POSH_EXTERN int posh_free(posh_heap_t *heap, void *ptr) {
+  if (posh_unlikely(!ptr))
+    return 0;
+  if (posh_unlikely(!heap))
+    return POSH_EINVAL;
+  /* Fast path: a small block of a page this thread owns.  Plain loads and
+   * stores only; every check that fails falls to free_slow, which repeats
+   * it with a precise error. */
+  posh__tld_t *tld = posh__tld_cache;
+  uint64_t rel = (uint64_t)((unsigned char *)ptr - heap->data);
+  if (posh_likely(tld != NULL && tld->heap == heap && tld->heap_id == heap->id &&
+                  rel < (heap->npages << POSH_PAGE_SHIFT))) {
+    posh__page_t *pg = &heap->pages[rel >> POSH_PAGE_SHIFT];
+    uint32_t in_page = (uint32_t)(rel & (POSH_PAGE_SIZE - 1));
+    if (posh_likely(posh_atomic32_load_relaxed(&pg->xowner) == tld->token &&
+                    pg->kind == POSH_PAGE_SMALL)) {
+      uint32_t idx = block_index(pg, in_page);
+      uint64_t off = (uint64_t)((unsigned char *)ptr - heap->view.base);
+      if (posh_likely(idx < pg->bump &&
+                      pg->first_block + idx * pg->block_size == in_page &&
+                      off != pg->local_free && POSH_DEBUG < 2)) {
+        list_push(heap, pg, off);
+        if (posh_unlikely(--pg->used == 0) &&
+            tld->classes[pg->size_class].page != pg)
+          release_small_page(heap, tld, pg);
+        return 0;
+      }
+    }
+  }
+  return free_slow(heap, ptr);
 }
 
 POSH_EXTERN size_t posh_usable_size(posh_heap_t *heap, const void *ptr) {

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static __thread int last_error;
+static POSH_TLS int last_error;
 
 void posh__set_last_error(int err) { last_error = err; }
 

@@ -24,8 +24,8 @@ static uint32_t next_heap_id = 1; /* handles_lock */
 static pthread_once_t process_once = PTHREAD_ONCE_INIT;
 static pthread_key_t tld_key;
 
-__thread posh__tld_t *posh__tld_cache;
-static __thread posh__tld_t *tld_list; /* this thread's per-heap states */
+POSH_TLS posh__tld_t *posh__tld_cache;
+static POSH_TLS posh__tld_t *tld_list; /* this thread's per-heap states */
 
 static void thread_exit(void *arg);
 static void atfork_prepare(void) { pthread_mutex_lock(&handles_lock); }

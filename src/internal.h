@@ -48,6 +48,11 @@ void posh__assert_fail(const char *expr, const char *file, int line);
 #define POSH_ALIGNED(n) __attribute__((aligned(n)))
 #define posh_likely(x) __builtin_expect(!!(x), 1)
 #define posh_unlikely(x) __builtin_expect(!!(x), 0)
+/* Thread-locals: initial-exec, so a lookup in libposh.so is one
+ * %fs-relative load instead of a __tls_get_addr call (libposh is linked,
+ * not dlopen()ed late; Python loads it at import, where the static TLS
+ * reserve covers these few words). */
+#define POSH_TLS __thread __attribute__((tls_model("initial-exec")))
 #define POSH_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 static inline uint64_t posh__align_up(uint64_t v, uint64_t a) {
@@ -378,7 +383,7 @@ void posh__slot_read(posh__slot_t *slot, uint64_t *word, uint64_t *start);
 /* The calling thread's state for heap (claims a thread slot on first use);
  * NULL with *err set when the registry is full or the heap detached. */
 posh__tld_t *posh__tld_get_slow(posh_heap_t *heap, int *err);
-extern __thread posh__tld_t *posh__tld_cache;
+extern POSH_TLS posh__tld_t *posh__tld_cache;
 static inline posh__tld_t *posh__tld_get(posh_heap_t *heap, int *err) {
   posh__tld_t *t = posh__tld_cache;
   if (posh_likely(t != NULL && t->heap == heap && t->heap_id == heap->id))
