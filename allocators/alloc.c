@@ -416,6 +416,12 @@ static int free_slow(posh_heap_t *heap, void *ptr) {
         release_small_page(heap, tld, pg);
       return 0;
     }
+#if POSH_DEBUG >= 2
+    /* The owner set the block's bit before handing it out, which happened
+     * before the pointer reached us: a clear bit means it is free. */
+    if (!((alloc_bitmap(page_of(heap, pg), pg)[idx / 64] >> (idx % 64)) & 1u))
+      return POSH_EDOUBLEFREE;
+#endif
     /* Another thread's or process's page: one CAS on the bitmap word. */
     uint64_t *bits = posh__page_remote_bitmap(page_of(heap, pg));
     uint64_t bit = 1ull << (idx % 64);
@@ -432,8 +438,7 @@ static int free_slow(posh_heap_t *heap, void *ptr) {
     uint32_t token = posh__self_token(heap, &err);
     if (!token)
       return err;
-    posh__pages_free_run(heap, token, posh__page_index(heap, pg), pg->run_pages);
-    return 0;
+    return posh__pages_free_run(heap, token, posh__page_index(heap, pg));
   }
   return kind;
 }

@@ -41,13 +41,58 @@ void posh__pages_init(posh_heap_t *heap) {
   h->pages_high = 0;
 }
 
+void posh__pages_note_stale_owners(posh_heap_t *heap, unsigned count) {
+  if (count)
+    posh_atomic_fetch_add_full(&heap->hdr->xstale_owners, count);
+}
+
+/* Push a small page onto its class's abandoned list.  page_lock held. */
+static void abandon_page(posh_heap_t *heap, posh__page_t *pg) {
+  posh__hdr_t *h = heap->hdr;
+  uint32_t cls = pg->size_class;
+  if (cls >= (uint32_t)POSH_SIZE_CLASS_MAX)
+    return;
+  /* Link first, then publish ABANDONED: a crash in between leaves the
+   * page with its old (dead) owner, which the next sweep handles; repair
+   * rebuilds the lists from the owner fields in any case. */
+  pg->owner_next = h->abandoned_head[cls];
+  posh_atomic32_store_release(&pg->xowner, POSH_OWNER_ABANDONED);
+  h->abandoned_head[cls] = (uint32_t)(posh__page_index(heap, pg) + 1);
+  posh_atomic_fetch_add_full(&h->xabandoned_count[cls], 1);
+}
+
+/* Move every small page whose owner is gone (its registry slot released
+ * or found dead) to the abandoned lists.  page_lock held. */
+static void sweep_stale_owners(posh_heap_t *heap) {
+  posh__hdr_t *h = heap->hdr;
+  uint64_t seen = posh_atomic_load_acquire(&h->xstale_owners);
+  if (!seen)
+    return;
+  uint64_t high = h->pages_high < heap->npages ? h->pages_high : heap->npages;
+  for (uint64_t i = 0; i < high; i++) {
+    posh__page_t *pg = &heap->pages[i];
+    if (pg->kind != POSH_PAGE_SMALL)
+      continue;
+    uint32_t owner = posh_atomic32_load_relaxed(&pg->xowner);
+    if (owner != POSH_OWNER_ABANDONED && !posh__token_alive(heap, owner, 0))
+      abandon_page(heap, pg);
+  }
+  /* Subtract only what we saw: reapers that added meanwhile get another
+   * sweep. */
+  posh_atomic_fetch_add_full(&h->xstale_owners, (uint64_t)0 - seen);
+}
+
 int posh__pages_lock(posh_heap_t *heap, uint32_t token) {
   int r = posh__lock_acquire(heap, &heap->hdr->page_lock, token, -1);
   if (r == POSH_EOWNERDEAD) {
     posh__pages_repair(heap);
+    /* The dead holder may have been sweeping: sweep again. */
+    posh__pages_note_stale_owners(heap, 1);
     posh__lock_consistent(&heap->hdr->page_lock);
     r = 0;
   }
+  if (r == 0 && posh_unlikely(posh_atomic_load_relaxed(&heap->hdr->xstale_owners)))
+    sweep_stale_owners(heap);
   return r;
 }
 
@@ -253,12 +298,21 @@ static void release_pages(posh_heap_t *heap, uint64_t idx, uint64_t n) {
   }
 }
 
-void posh__pages_free_run(posh_heap_t *heap, uint32_t token, uint64_t index,
-                          uint64_t n) {
-  if (posh__pages_lock(heap, token) != 0)
-    return;
+int posh__pages_free_run(posh_heap_t *heap, uint32_t token, uint64_t index) {
+  int r = posh__pages_lock(heap, token);
+  if (r)
+    return r;
+  /* The caller saw a run head without the lock; a concurrent free of the
+   * same block may have released it since. */
+  posh__page_t *head = &heap->pages[index];
+  uint64_t n = head->run_pages;
+  if (head->kind != POSH_PAGE_LARGE_HEAD || n == 0 || index + n > heap->npages) {
+    posh__pages_unlock(heap, token);
+    return POSH_EDOUBLEFREE;
+  }
   release_pages(heap, index, n);
   posh__pages_unlock(heap, token);
+  return 0;
 }
 
 posh__page_t *posh__pages_alloc_small(posh_heap_t *heap, uint32_t token,
@@ -316,28 +370,21 @@ posh__page_t *posh__pages_adopt(posh_heap_t *heap, uint32_t token, int cls) {
 }
 
 void posh__pages_abandon_owner(posh_heap_t *heap, uint32_t self_token,
-                               uint32_t dead_token) {
+                               uint32_t owner_token) {
   posh__hdr_t *h = heap->hdr;
-  if (dead_token == POSH_OWNER_ABANDONED)
+  if (owner_token == POSH_OWNER_ABANDONED)
     return;
-  if (posh__pages_lock(heap, self_token) != 0)
+  if (posh__pages_lock(heap, self_token) != 0) {
+    /* Cannot sweep now: leave it to the next lock holder. */
+    posh__pages_note_stale_owners(heap, 1);
     return;
-  uint64_t high = h->pages_high;
+  }
+  uint64_t high = h->pages_high < heap->npages ? h->pages_high : heap->npages;
   for (uint64_t i = 0; i < high; i++) {
     posh__page_t *pg = &heap->pages[i];
-    if (pg->kind != POSH_PAGE_SMALL ||
-        posh_atomic32_load_relaxed(&pg->xowner) != dead_token)
-      continue;
-    uint32_t cls = pg->size_class;
-    if (cls >= (uint32_t)POSH_SIZE_CLASS_MAX)
-      continue;
-    /* Link first, then publish ABANDONED: a crash in between leaves the
-     * page owned by the dead token, which a later reap abandons again
-     * (repair rebuilds the lists from owners anyway). */
-    pg->owner_next = h->abandoned_head[cls];
-    posh_atomic32_store_release(&pg->xowner, POSH_OWNER_ABANDONED);
-    h->abandoned_head[cls] = (uint32_t)(i + 1);
-    posh_atomic_fetch_add_full(&h->xabandoned_count[cls], 1);
+    if (pg->kind == POSH_PAGE_SMALL &&
+        posh_atomic32_load_relaxed(&pg->xowner) == owner_token)
+      abandon_page(heap, pg);
   }
   posh__pages_unlock(heap, self_token);
 }
@@ -416,7 +463,8 @@ int posh__pages_check(posh_heap_t *heap, char *report, size_t len,
         break;
       }
       posh__page_t *pg = &heap->pages[p - 1];
-      if (pg->kind != POSH_PAGE_SMALL || pg->size_class != (uint32_t)c) {
+      if (pg->kind != POSH_PAGE_SMALL || pg->size_class != (uint32_t)c ||
+          posh_atomic32_load_relaxed(&pg->xowner) != POSH_OWNER_ABANDONED) {
         posh__report(report, len, used,
                      "pages: abandoned list %d holds page %u of kind %u\n", c,
                      p - 1, pg->kind);

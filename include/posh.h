@@ -8,6 +8,8 @@
  *
  * Conventions: functions return 0 or a negative POSH_E* code (never errno);
  * allocation functions return NULL and leave the code in posh_last_error().
+ * Objects built on the heap have their own headers (posh/sync.h, ...),
+ * included at the end of this file.
  */
 #ifndef POSH_H
 #define POSH_H
@@ -179,6 +181,23 @@ POSH_EXTERN int posh_heap_detach(posh_heap_t *heap);
  * freed when the last one detaches. */
 POSH_EXTERN int posh_heap_unlink(const char *name);
 
+typedef struct posh_heap_info {
+  uint32_t abi_version;    /* of the heap's layout */
+  uint32_t flags;          /* enum posh_heap_flags given at creation */
+  uint64_t capacity;       /* bytes reserved */
+  uint64_t page_size;      /* allocator page (64 KiB) */
+  uint64_t pages;          /* allocatable pages */
+  uint64_t data_offset;    /* offset of the first page (after metadata) */
+  uint32_t max_processes;  /* registry slots */
+  uint32_t max_names;      /* directory entries */
+  uint64_t create_time_ns; /* CLOCK_MONOTONIC at creation */
+  uint32_t attached;       /* processes attached (dead ones until reaped) */
+  uint64_t checksum;       /* XXH3 of the immutable header */
+} posh_heap_info_t;
+
+/* The heap's header, as validated at attach. */
+POSH_EXTERN int posh_heap_info(posh_heap_t *heap, posh_heap_info_t *info);
+
 /* Name ("/x") of a named heap, NULL for an anonymous one. */
 POSH_EXTERN const char *posh_heap_name(const posh_heap_t *heap);
 /* The heap's file descriptor (owned by the handle; do not close). */
@@ -190,8 +209,9 @@ POSH_EXTERN int posh_heap_self_slot(posh_heap_t *heap);
 /* ---------------------------------------------------------------------------
  * Allocation.  Every attached process and thread may call these at once.
  * Blocks are 16-byte aligned.  Failures return NULL and set
- * posh_last_error(): POSH_ENOMEM (exhausted), POSH_EINVAL (bad argument,
- * e.g. size overflow), POSH_EDETACHED.
+ * posh_last_error(): POSH_ENOMEM (exhausted, or larger than the heap),
+ * POSH_EINVAL (bad argument, e.g. calloc's count * size overflows),
+ * POSH_EFAULT (realloc of a pointer that is not a live block).
  * ------------------------------------------------------------------------- */
 POSH_EXTERN void *posh_alloc(posh_heap_t *heap, size_t size);
 POSH_EXTERN void *posh_calloc(posh_heap_t *heap, size_t count, size_t size);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -364,11 +365,23 @@ static void forget_tld(posh_heap_t *heap) {
   posh__tld_cache = NULL;
 }
 
+/* 1 if name still refers to the segment behind our fd (it may have been
+ * unlinked and re-created by someone else since). */
+static int name_is_ours(posh_heap_t *heap) {
+  int fd;
+  if (posh__prim_shm_open(heap->name, &fd) != 0)
+    return 0;
+  struct stat a, b;
+  int same = fstat(fd, &a) == 0 && fstat(heap->fd, &b) == 0 &&
+             a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+  close(fd);
+  return same;
+}
+
 POSH_EXTERN int posh_heap_detach(posh_heap_t *heap) {
   if (!heap)
     return POSH_EINVAL;
-  if (heap->detached)
-    return POSH_EDETACHED;
+  int was_registered = !heap->detached;
   pthread_mutex_lock(&handles_lock);
   for (posh_heap_t **pp = &handles; *pp; pp = &(*pp)->next)
     if (*pp == heap) {
@@ -377,15 +390,17 @@ POSH_EXTERN int posh_heap_detach(posh_heap_t *heap) {
     }
   pthread_mutex_unlock(&handles_lock);
 
-  posh__registry_unregister_process(heap);
   forget_tld(heap);
   posh__hdr_t *h = heap->hdr;
-  /* Full barrier in the fetch-add above orders our last heap accesses
-   * before the count drops; whoever sees 0 is the last one out. */
-  if (posh_atomic_load_acquire(&h->xattached) == 0 && heap->named &&
-      (h->flags & POSH_HEAP_UNLINK_ON_LAST_DETACH) &&
-      posh_atomic_cas_bool_full(&h->xunlinked, 0, 1))
-    posh__prim_shm_unlink(heap->name);
+  if (was_registered) {
+    posh__registry_unregister_process(heap);
+    /* Full barrier in unregister's fetch-add orders our last heap accesses
+     * before the count drops; whoever sees 0 is the last one out. */
+    if (posh_atomic_load_acquire(&h->xattached) == 0 && heap->named &&
+        (h->flags & POSH_HEAP_UNLINK_ON_LAST_DETACH) &&
+        posh_atomic_cas_bool_full(&h->xunlinked, 0, 1) && name_is_ours(heap))
+      posh__prim_shm_unlink(heap->name);
+  }
   heap->detached = 1;
   posh__prim_unmap(heap->view.base, heap->map_size);
   close(heap->fd);
@@ -399,6 +414,27 @@ POSH_EXTERN int posh_heap_unlink(const char *name) {
   if (r)
     return r;
   return posh__prim_shm_unlink(norm);
+}
+
+POSH_EXTERN int posh_heap_info(posh_heap_t *heap, posh_heap_info_t *info) {
+  if (!heap || !info)
+    return POSH_EINVAL;
+  if (heap->detached)
+    return POSH_EDETACHED;
+  const posh__hdr_t *h = heap->hdr;
+  memset(info, 0, sizeof *info);
+  info->abi_version = h->abi_version;
+  info->flags = h->flags;
+  info->capacity = h->capacity;
+  info->page_size = POSH_PAGE_SIZE;
+  info->pages = h->npages;
+  info->data_offset = h->data_off;
+  info->max_processes = h->max_slots;
+  info->max_names = h->max_names;
+  info->create_time_ns = h->create_time_ns;
+  info->attached = (uint32_t)posh_atomic_load_acquire(&h->xattached);
+  info->checksum = h->checksum;
+  return 0;
 }
 
 POSH_EXTERN const char *posh_heap_name(const posh_heap_t *heap) {

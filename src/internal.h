@@ -63,7 +63,14 @@ static inline uint64_t posh__align_up(uint64_t v, uint64_t a) {
  * Layout constants.
  * ---------------------------------------------------------------------- */
 #define POSH_MAGIC 0x5045454830534f50ull /* "POS0HEEP" little-endian */
+/* Debug builds keep an extra bitmap in each small page, so the page layout
+ * differs: they get their own ABI number and never share a heap with a
+ * release build (attach says POSH_EVERSION). */
+#if POSH_DEBUG >= 2
+#define POSH_ABI_VERSION 0x80000001u
+#else
 #define POSH_ABI_VERSION 1u
+#endif
 #define POSH_PAGE_SHIFT 16
 #define POSH_PAGE_SIZE (1u << POSH_PAGE_SHIFT) /* allocator page: 64 KiB */
 #define POSH_HEADER_SIZE 4096u
@@ -144,14 +151,16 @@ static inline uint32_t posh__slotw_pid(uint64_t w) { return (uint32_t)w; }
 
 typedef struct posh__slot {
   /* [0] control word, [1] start time of the process (clock ticks).
-   * Synchronization: double-width CAS on claim and release; single CAS on
-   * LIVE -> DEAD.  Readers use posh__slot_read (consistent pair). */
+   * Synchronization: every change is a double-width CAS (claim, LIVE ->
+   * DEAD, release).  Readers use posh__slot_read: two plain loads of the
+   * word around the start time (every change alters the word, as claims
+   * bump the generation), so reading dirties no cache line. */
   AO_double_t xid;
-  /* Thread slots: the process slot they belong to.  Written by the claimer
-   * before... it is only read after the control word says LIVE, and the
-   * claim's CAS (full barrier) orders it. */
+  /* Informational (shown by tools, never used for liveness): the process
+   * slot a thread slot belongs to, and the thread id.  Written by the
+   * claimer after its claim. */
   uint32_t parent;
-  int32_t tid; /* informational */
+  int32_t tid;
   uint32_t pad[10];
 } POSH_ALIGNED(64) posh__slot_t;
 _Static_assert(sizeof(posh__slot_t) == 64, "slot is one cache line");
@@ -204,6 +213,11 @@ typedef struct posh__hdr {
   /* Hint for allocators: abandoned pages exist.  Written under page_lock,
    * read without (a stale read only delays adoption). */
   posh_atomic_t xabandoned_count[POSH_SIZE_CLASS_MAX];
+  /* Registry slots freed since the page table was last swept for pages
+   * whose owner is gone.  Reapers add (no lock: they need no token); the
+   * next allocator that takes page_lock sweeps and subtracts what it saw.
+   * Synchronization: atomic. */
+  posh_atomic_t xstale_owners;
 
   /* Serialises directory writers; readers are lock-free (seqlock). */
   POSH_ALIGNED(64) posh__lockword_t dir_lock;
@@ -303,7 +317,7 @@ struct posh_heap {
   uint64_t npages;
   uint64_t map_size;
   int fd;
-  int detached;
+  int detached;      /* set when a forked child could not register */
   uint32_t proc_slot;  /* this process's registry slot */
   uint32_t proc_token;
   pid_t proc_pid;      /* pid that registered proc_slot (fork check) */
@@ -413,11 +427,14 @@ void posh__pages_repair(posh_heap_t *heap);
 int64_t posh__pages_alloc_run(posh_heap_t *heap, uint32_t token, uint64_t n,
                               int *err);
 /* Free the run starting at index (page_lock taken inside). */
-void posh__pages_free_run(posh_heap_t *heap, uint32_t token, uint64_t index,
-                          uint64_t n);
-/* Mark every small page owned by a dead token as abandoned. */
+/* Free the large run whose head is page index, after re-checking under
+ * page_lock that it still is one: POSH_EDOUBLEFREE otherwise. */
+int posh__pages_free_run(posh_heap_t *heap, uint32_t token, uint64_t index);
+/* Mark the small pages owned by token as abandoned (thread exit). */
 void posh__pages_abandon_owner(posh_heap_t *heap, uint32_t self_token,
-                               uint32_t dead_token);
+                               uint32_t owner_token);
+/* Tell allocators that registry slots were freed: their pages need a sweep. */
+void posh__pages_note_stale_owners(posh_heap_t *heap, unsigned count);
 int posh__pages_check(posh_heap_t *heap, char *report, size_t len,
                       size_t *used);
 

@@ -150,8 +150,20 @@ int posh__lock_acquire(posh_heap_t *heap, posh__lockword_t *lock,
       w |= POSH_LOCK_WAITERS;
     }
     int r = posh__futex_wait_until(&lock->xword, w, deadline);
-    if (r == POSH_ETIMEDOUT)
-      return r;
+    if (r != 0 && r != POSH_EAGAIN && r != POSH_ETIMEDOUT)
+      return r; /* the futex itself failed: do not spin on it */
+    if (r == POSH_ETIMEDOUT) {
+      /* Before giving up, make sure we are not timing out behind a dead
+       * owner (short timeouts never reach the liveness backstop). */
+      w = posh_atomic32_load_relaxed(&lock->xword);
+      owner = w & POSH_TOKEN_MASK;
+      if (owner && owner != token && !posh__token_alive(heap, owner, 1)) {
+        int s = lock_steal(lock, w, token);
+        if (s != POSH_EAGAIN)
+          return s;
+      }
+      return POSH_ETIMEDOUT;
+    }
     if (r == POSH_EAGAIN && !posh__token_alive(heap, owner, 1)) {
       /* Slept a whole liveness period: the owner is really gone. */
       int s = lock_steal(lock, w, token);

@@ -12,9 +12,8 @@
 /* Slots are claimed and released with one double-width CAS over
  * {control word, start time}: the slot is either free or fully claimed,
  * whatever instant its claimer is killed at. */
-#if !defined(AO_HAVE_compare_double_and_swap_double_full) ||                  \
-    !defined(AO_HAVE_double_load)
-#error "libposh needs AO_compare_double_and_swap_double_full and AO_double_load"
+#if !defined(AO_HAVE_compare_double_and_swap_double_full)
+#error "libposh needs AO_compare_double_and_swap_double_full (build with -mcx16)"
 #endif
 
 static int slot_cas(posh__slot_t *slot, uint64_t old_w, uint64_t old_start,
@@ -25,9 +24,19 @@ static int slot_cas(posh__slot_t *slot, uint64_t old_w, uint64_t old_start,
 }
 
 void posh__slot_read(posh__slot_t *slot, uint64_t *word, uint64_t *start) {
-  AO_double_t d = AO_double_load(&slot->xid);
-  *word = d.AO_val1;
-  *start = d.AO_val2;
+  posh_atomic_t *w = (posh_atomic_t *)&slot->xid.AO_val1;
+  posh_atomic_t *s = (posh_atomic_t *)&slot->xid.AO_val2;
+  for (;;) {
+    /* Acquire loads: the start time is read after the first word and
+     * before the second; equal words mean no CAS happened in between. */
+    uint64_t w1 = posh_atomic_load_acquire(w);
+    uint64_t st = posh_atomic_load_acquire(s);
+    if (posh_atomic_load_acquire(w) == w1) {
+      *word = w1;
+      *start = st;
+      return;
+    }
+  }
 }
 
 int posh__registry_init(posh_heap_t *heap) {
@@ -70,7 +79,8 @@ static int claim(posh_heap_t *heap, uint32_t kind, uint32_t *slot_out,
         return 0;
       }
     }
-    /* Full: reclaim slots of dead processes and try once more. */
+    /* Full: reclaim slots of dead processes and try once more (reaping
+     * needs no slot of its own). */
     if (pass == 0)
       posh_heap_reap(heap, NULL);
   }
@@ -112,7 +122,9 @@ void posh__registry_release_thread(posh_heap_t *heap, uint32_t slot,
 
 void posh__registry_unregister_process(posh_heap_t *heap) {
   /* Thread slots of this process that were not released by their threads
-   * (threads still alive, or the main thread): abandon their pages. */
+   * (threads still alive, or the main thread): release them; their pages
+   * are swept up by the next allocator (posh__pages_note_stale_owners). */
+  unsigned freed = 0;
   uint32_t n = heap->hdr->max_slots;
   for (uint32_t i = 0; i < n; i++) {
     uint64_t w, st;
@@ -122,9 +134,9 @@ void posh__registry_unregister_process(posh_heap_t *heap) {
         posh__slotw_pid(w) != (uint32_t)heap->proc_pid || st != heap->proc_start)
       continue;
     uint32_t token = posh__token_make(i, posh__slotw_gen(w));
-    posh__pages_abandon_owner(heap, heap->proc_token, token);
-    release_slot(heap, i, token, POSH_SLOT_LIVE);
+    freed += (unsigned)release_slot(heap, i, token, POSH_SLOT_LIVE);
   }
+  posh__pages_note_stale_owners(heap, freed);
   if (release_slot(heap, heap->proc_slot, heap->proc_token, POSH_SLOT_LIVE))
     posh_atomic_fetch_add_full(&heap->hdr->xattached, (uint64_t)-1);
 }
@@ -185,9 +197,12 @@ POSH_EXTERN int posh_heap_reap(posh_heap_t *heap, unsigned *reaped) {
     if (!last_alive)
       mark_dead(&heap->slots[i], w, st);
   }
-  /* Pass 2: reclaim DEAD slots.  Pages first, slot last, so a reaper killed
-   * half-way leaves the slot DEAD for the next one (abandoning is
-   * idempotent).  Thread slots before process slots. */
+  /* Pass 2: reclaim DEAD slots.  Their pages need no work here: a page
+   * whose owner token's slot is no longer LIVE with that generation is
+   * abandoned by definition, and the next allocator to take page_lock
+   * sweeps such pages onto the abandoned lists.  So reaping needs no slot
+   * or lock of its own, and a reaper killed half-way leaves slots DEAD
+   * for the next one. */
   for (int kind = POSH_SLOT_THREAD; kind >= POSH_SLOT_PROCESS; kind--) {
     for (uint32_t i = 0; i < n; i++) {
       uint64_t w, st;
@@ -195,9 +210,6 @@ POSH_EXTERN int posh_heap_reap(posh_heap_t *heap, unsigned *reaped) {
       if (posh__slotw_state(w) != POSH_SLOT_DEAD || (int)posh__slotw_kind(w) != kind)
         continue;
       uint32_t token = posh__token_make(i, posh__slotw_gen(w));
-      uint32_t self = posh__self_token(heap, &(int){0});
-      if (self)
-        posh__pages_abandon_owner(heap, self, token);
       if (release_slot(heap, i, token, POSH_SLOT_DEAD)) {
         count++;
         if (kind == POSH_SLOT_PROCESS)
@@ -205,6 +217,7 @@ POSH_EXTERN int posh_heap_reap(posh_heap_t *heap, unsigned *reaped) {
       }
     }
   }
+  posh__pages_note_stale_owners(heap, count);
   if (reaped)
     *reaped = count;
   return 0;

@@ -81,9 +81,15 @@ int main(int argc, char **argv) {
     human(st.bytes_in_use, b, sizeof b);
     human(st.bytes_free, c, sizeof c);
     human(st.bytes_metadata, d, sizeof d);
+    posh_heap_info_t info;
+    posh_heap_info(heap, &info);
     printf("heap %s\n", posh_heap_name(heap) ? posh_heap_name(heap) : name);
-    printf("  version     libposh %d.%d.%d\n", POSH_VERSION_MAJOR,
-           POSH_VERSION_MINOR, POSH_VERSION_PATCH);
+    printf("  header      abi 0x%" PRIx32 ", flags 0x%" PRIx32 ", checksum %016" PRIx64
+           ", data at offset %" PRIu64 "\n",
+           info.abi_version, info.flags, info.checksum, info.data_offset);
+    printf("  limits      %" PRIu32 " registry slots, %" PRIu32 " names; %" PRIu32
+           " process(es) attached\n",
+           info.max_processes, info.max_names, info.attached);
     printf("  capacity    %s (%" PRIu64 " pages of %" PRIu64 " KiB)\n", a,
            st.pages_total, st.page_size / 1024);
     printf("  metadata    %s\n", d);
