@@ -381,7 +381,7 @@ static int name_is_ours(posh_heap_t *heap) {
 POSH_EXTERN int posh_heap_detach(posh_heap_t *heap) {
   if (!heap)
     return POSH_EINVAL;
-  int was_registered = !heap->detached;
+  int was_registered = !heap->detached && !heap->needs_register;
   pthread_mutex_lock(&handles_lock);
   for (posh_heap_t **pp = &handles; *pp; pp = &(*pp)->next)
     if (*pp == heap) {
@@ -393,6 +393,10 @@ POSH_EXTERN int posh_heap_detach(posh_heap_t *heap) {
   forget_tld(heap);
   posh__hdr_t *h = heap->hdr;
   if (was_registered) {
+    /* Processes killed while attached would keep the count above zero:
+     * reap them first when the count decides the heap's name. */
+    if (heap->named && (h->flags & POSH_HEAP_UNLINK_ON_LAST_DETACH))
+      posh_heap_reap(heap, NULL);
     posh__registry_unregister_process(heap);
     /* Full barrier in unregister's fetch-add orders our last heap accesses
      * before the count drops; whoever sees 0 is the last one out. */
@@ -449,7 +453,10 @@ POSH_EXTERN uint64_t posh_heap_capacity(const posh_heap_t *heap) {
 POSH_EXTERN int posh_heap_self_slot(posh_heap_t *heap) {
   if (!heap)
     return POSH_EINVAL;
-  return heap->detached ? POSH_EDETACHED : (int)heap->proc_slot;
+  if (heap->detached)
+    return POSH_EDETACHED;
+  int r = posh__heap_ensure_registered(heap);
+  return r ? r : (int)heap->proc_slot;
 }
 
 /* ------------------------------------------------------------------------
@@ -465,6 +472,13 @@ posh__tld_t *posh__tld_get_slow(posh_heap_t *heap, int *err) {
       posh__tld_cache = t;
       return t;
     }
+  if (posh_unlikely(heap->needs_register)) {
+    int r = posh__heap_ensure_registered(heap);
+    if (r) {
+      *err = r;
+      return NULL;
+    }
+  }
   posh__tld_t *t = calloc(1, sizeof *t);
   if (!t) {
     *err = POSH_ENOMEM;
@@ -529,10 +543,23 @@ static void atfork_child(void) {
   posh__tld_cache = NULL;
   for (posh_heap_t *h = handles; h; h = h->next) {
     h->proc_pid = posh__prim_getpid();
-    if (posh__prim_proc_start_time(h->proc_pid, &h->proc_start) != 0 ||
-        posh__registry_register_process(h) != 0) {
-      /* Registry full: the handle cannot be used in this child. */
-      h->detached = 1;
-    }
+    h->proc_start = 0; /* matches no slot until we register */
+    h->needs_register = 1;
   }
+}
+
+int posh__heap_ensure_registered(posh_heap_t *heap) {
+  int r = 0;
+  pthread_mutex_lock(&handles_lock);
+  if (heap->needs_register) {
+    r = posh__prim_proc_start_time(heap->proc_pid, &heap->proc_start);
+    if (r == 0)
+      r = posh__registry_register_process(heap);
+    if (r == 0)
+      heap->needs_register = 0;
+    else
+      heap->proc_start = 0;
+  }
+  pthread_mutex_unlock(&handles_lock);
+  return r;
 }

@@ -318,6 +318,9 @@ struct posh_heap {
   uint64_t map_size;
   int fd;
   int detached;      /* set when a forked child could not register */
+  /* Set in a forked child: it registers on first use, so a child that
+   * only execs never takes a registry slot.  handles_lock (heap.c). */
+  int needs_register;
   uint32_t proc_slot;  /* this process's registry slot */
   uint32_t proc_token;
   pid_t proc_pid;      /* pid that registered proc_slot (fork check) */
@@ -404,6 +407,8 @@ static inline posh__tld_t *posh__tld_get(posh_heap_t *heap, int *err) {
     return t;
   return posh__tld_get_slow(heap, err);
 }
+/* In a forked child, register the process on first use (0 or code). */
+int posh__heap_ensure_registered(posh_heap_t *heap);
 /* Token of the calling thread in heap (0 on failure, *err set). */
 uint32_t posh__self_token(posh_heap_t *heap, int *err);
 uint64_t posh__header_checksum(const posh__hdr_t *hdr);

@@ -129,9 +129,12 @@ void posh__registry_unregister_process(posh_heap_t *heap) {
   for (uint32_t i = 0; i < n; i++) {
     uint64_t w, st;
     posh__slot_read(&heap->slots[i], &w, &st);
+    /* Ours: this process, and claimed under this handle's process slot
+     * (another handle of the same heap in this process keeps its own). */
     if (posh__slotw_state(w) != POSH_SLOT_LIVE ||
         posh__slotw_kind(w) != POSH_SLOT_THREAD ||
-        posh__slotw_pid(w) != (uint32_t)heap->proc_pid || st != heap->proc_start)
+        posh__slotw_pid(w) != (uint32_t)heap->proc_pid ||
+        st != heap->proc_start || heap->slots[i].parent != heap->proc_slot)
       continue;
     uint32_t token = posh__token_make(i, posh__slotw_gen(w));
     freed += (unsigned)release_slot(heap, i, token, POSH_SLOT_LIVE);
@@ -175,7 +178,7 @@ POSH_EXTERN int posh_heap_reap(posh_heap_t *heap, unsigned *reaped) {
   if (heap->detached)
     return POSH_EDETACHED;
   uint32_t n = heap->hdr->max_slots;
-  unsigned count = 0;
+  unsigned count = 0, freed = 0;
   /* Pass 1: find LIVE slots whose process is gone (one /proc look-up per
    * distinct process: remember the last answer). */
   pid_t last_pid = -1;
@@ -211,13 +214,15 @@ POSH_EXTERN int posh_heap_reap(posh_heap_t *heap, unsigned *reaped) {
         continue;
       uint32_t token = posh__token_make(i, posh__slotw_gen(w));
       if (release_slot(heap, i, token, POSH_SLOT_DEAD)) {
-        count++;
-        if (kind == POSH_SLOT_PROCESS)
+        freed++;
+        if (kind == POSH_SLOT_PROCESS) {
+          count++; /* reported in processes; their threads come along */
           posh_atomic_fetch_add_full(&heap->hdr->xattached, (uint64_t)-1);
+        }
       }
     }
   }
-  posh__pages_note_stale_owners(heap, count);
+  posh__pages_note_stale_owners(heap, freed);
   if (reaped)
     *reaped = count;
   return 0;
