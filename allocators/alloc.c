@@ -482,7 +482,7 @@ POSH_EXTERN size_t posh_usable_size(posh_heap_t *heap, const void *ptr) {
   uint32_t idx;
   int kind = locate(heap, ptr, &pg, &idx);
   if (kind == POSH_PAGE_SMALL)
-    return pg->block_size;
+    return idx < pg->bump ? pg->block_size : 0;
   if (kind == POSH_PAGE_LARGE_HEAD)
     return (size_t)pg->run_pages << POSH_PAGE_SHIFT;
   return 0;
@@ -507,7 +507,12 @@ POSH_EXTERN void *posh_realloc(posh_heap_t *heap, void *ptr, size_t size) {
     posh__set_last_error(POSH_EINVAL);
     return NULL;
   }
-  size_t usable = posh_usable_size(heap, ptr);
+  /* Only a live block may be resized: taking a free one for live would
+   * hand it out twice.  (The check walks the page's free list: realloc is
+   * not a fast path.) */
+  size_t usable = posh_block_state(heap, ptr) == POSH_BLOCK_ALLOCATED
+                      ? posh_usable_size(heap, ptr)
+                      : 0;
   if (usable == 0) {
     posh__set_last_error(POSH_EFAULT);
     return NULL;
