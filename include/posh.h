@@ -331,4 +331,6 @@ POSH_EXTERN int posh_heap_check(posh_heap_t *heap, char *report,
 }
 #endif
 
+#include "posh/sync.h"
+
 #endif /* POSH_H */

@@ -106,7 +106,18 @@ int posh__lock_try(posh_heap_t *heap, posh__lockword_t *lock, uint32_t token) {
   uint32_t owner = w & POSH_TOKEN_MASK;
   if (owner == token)
     return POSH_EBUSY;
-  if (owner != 0 && !posh__token_alive(heap, owner, 1)) {
+  /* The /proc check costs microseconds: a thread polling with try-lock
+   * makes it at most once per liveness period. */
+  static POSH_TLS uint64_t last_thorough_ns;
+  int thorough = 0;
+  if (owner != 0) {
+    uint64_t now = posh__prim_now_ns();
+    if (now - last_thorough_ns >= POSH_LIVENESS_PERIOD_NS) {
+      last_thorough_ns = now;
+      thorough = 1;
+    }
+  }
+  if (owner != 0 && !posh__token_alive(heap, owner, thorough)) {
     int r = lock_steal(lock, w, token);
     if (r != POSH_EAGAIN)
       return r;
@@ -118,8 +129,11 @@ int posh__lock_acquire(posh_heap_t *heap, posh__lockword_t *lock,
                        uint32_t token, int64_t timeout_ns) {
   if (posh_likely(posh_atomic32_cas_full(&lock->xword, 0, token) == 0))
     return lock_acquired(lock, token);
-  for (unsigned i = 0; i < POSH_LOCK_SPIN_ROUNDS; i++) {
-    posh_cpu_relax();
+  /* Exponential backoff: few loads, so the spinner does not keep pulling
+   * the owner's cache line away while it works. */
+  for (unsigned i = 0, n = 1; i < POSH_LOCK_SPIN_ROUNDS; i += n, n = n < 64 ? n * 2 : 64) {
+    for (unsigned k = 0; k < n; k++)
+      posh_cpu_relax();
     if (posh_atomic32_load_relaxed(&lock->xword) == 0 &&
         posh_atomic32_cas_full(&lock->xword, 0, token) == 0)
       return lock_acquired(lock, token);
