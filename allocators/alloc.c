@@ -6,14 +6,16 @@
  * remote frees, adoption of pages whose owner died, large blocks as page
  * runs, and the allocator parts of statistics and the consistency check.
  *
- * Crash story of a small page: its free list is linked through free blocks
- * by offset and changed by its owner only, each push or pop ending in a
- * single store of `local_free`, with the link written before (compiler
- * barrier): a kill -9 at any instruction leaves a well-formed list, at
- * worst missing the one block being allocated or freed (a leak, never a
- * double hand-out).  Remote frees are bits, set with CAS; the owner moves
- * them to its list and only then clears them, so an interrupted collection
- * leaves a block both listed and flagged, which adoption de-duplicates.
+ * Crash story of a small page: its blocks' states are two bitmaps in the
+ * page's head.  The owner's free bitmap is written by the owner only, with
+ * plain stores, one word per allocation or free, so a kill -9 at any
+ * instruction leaves it meaning exactly "these blocks are free" (at worst
+ * the one block being handed out is lost: a leak, never a double
+ * hand-out).  Remote frees are bits in a second bitmap, set with CAS; the
+ * owner ORs them into its free bitmap and only then clears them, so an
+ * interrupted collection leaves a block marked free twice, which is the
+ * same as once.  No allocator state lives in the blocks themselves, so
+ * neither allocation nor free touches a block's memory.
  */
 #include "alloc_internal.h"
 
@@ -43,8 +45,9 @@ __attribute__((constructor)) static void classes_init(void) {
     ci->align = align;
     uint32_t maxblocks = (POSH_PAGE_SIZE - sizeof(posh__page_head_t)) / bs;
     ci->bitmap_words = (maxblocks + 63) / 64;
-    uint32_t head = (uint32_t)sizeof(posh__page_head_t) +
-                    ci->bitmap_words * 8u * (POSH_DEBUG >= 2 ? 2u : 1u);
+    /* Remote bitmap and the owner's free bitmap, each on its own lines. */
+    ci->bitmap_stride = (uint32_t)posh__align_up(ci->bitmap_words * 8u, POSH_CACHELINE) / 8u;
+    uint32_t head = (uint32_t)sizeof(posh__page_head_t) + 2u * ci->bitmap_stride * 8u;
     ci->first_block = (uint32_t)posh__align_up(head, align < 16 ? 16 : align);
     ci->capacity = (POSH_PAGE_SIZE - ci->first_block) / bs;
     ci->reciprocal = (uint32_t)(((1ull << 32) + bs - 1) / bs);
@@ -70,12 +73,6 @@ static inline int size_class(size_t size) {
   return c;
 }
 
-/* Debug builds keep an owner-only allocation bitmap after the remote one,
- * to catch double frees on the owner's path. */
-static inline uint64_t *alloc_bitmap(unsigned char *page, const posh__page_t *pg) {
-  return posh__page_remote_bitmap(page) + posh__classes[pg->size_class].bitmap_words;
-}
-
 static inline unsigned char *page_of(posh_heap_t *heap, const posh__page_t *pg) {
   return posh__page_addr(heap, posh__page_index(heap, pg));
 }
@@ -94,59 +91,71 @@ static inline uint32_t block_index(const posh__page_t *pg, uint32_t in_page) {
   return (uint32_t)(((uint64_t)(in_page - pg->first_block) * pg->reciprocal) >> 32);
 }
 
+/* The owner's free bitmap: 1 = free.  Owner-only, plain loads/stores. */
+static inline uint64_t *free_bitmap(unsigned char *page, const posh__page_t *pg) {
+  return (uint64_t *)(page + pg->free_bitmap_off);
+}
+
 void posh__small_page_format(posh_heap_t *heap, posh__page_t *pg, int cls,
                              uint32_t token) {
   const posh__class_info_t *ci = &posh__classes[cls];
   unsigned char *page = page_of(heap, pg);
   /* The page may have been used before (not punched yet): clear the head
-   * and bitmaps; blocks are handed out by bump index, so their old
-   * contents never matter. */
+   * and bitmaps, then mark every block free.  Block contents never
+   * matter: the allocator keeps nothing in them. */
   memset(page, 0, ci->first_block);
   pg->size_class = (uint32_t)cls;
+  pg->free_bitmap_off = (uint16_t)(sizeof(posh__page_head_t) + ci->bitmap_stride * 8u);
+  pg->bitmap_words = (uint16_t)ci->bitmap_words;
+  uint64_t *fb = free_bitmap(page, pg);
+  for (uint32_t i = 0; i < ci->capacity / 64; i++)
+    fb[i] = ~0ull;
+  if (ci->capacity % 64)
+    fb[ci->capacity / 64] = (1ull << (ci->capacity % 64)) - 1;
   pg->block_size = ci->block_size;
   pg->capacity = ci->capacity;
   pg->first_block = ci->first_block;
   pg->reciprocal = ci->reciprocal;
   pg->bump = 0;
   pg->used = 0;
-  pg->local_free = 0;
+  pg->cursor = 0;
   pg->owner_next = 0;
   posh_atomic32_store_relaxed(&pg->xowner, token);
 }
 
-/* ------------------------------------------------------------------------
- * Owner-side list operations (ordered for crash consistency).
- * ---------------------------------------------------------------------- */
-static inline void list_push(posh_heap_t *heap, posh__page_t *pg, uint64_t off) {
-  *(uint64_t *)(heap->view.base + off) = pg->local_free;
-  posh_compiler_barrier(); /* link written before the block is published */
-  pg->local_free = off;
+/* Mask of the bits of word w that name blocks below `limit`. */
+static inline uint64_t word_mask_below(uint32_t w, uint32_t limit) {
+  if (limit >= (w + 1) * 64)
+    return ~0ull;
+  if (limit <= w * 64)
+    return 0;
+  return (1ull << (limit - w * 64)) - 1;
 }
 
-/* Move remote frees to the local list.  Returns the number collected. */
-static uint32_t collect_remote(posh_heap_t *heap, posh__page_t *pg) {
-  posh__page_head_t *ph = head_of(heap, pg);
-  if (!posh_atomic_load_relaxed(&ph->xremote_pending))
+/* Move remote frees into the owner's free bitmap.  `force` scans even if
+ * no remote free was flagged (adoption).  Returns the blocks gained. */
+static uint32_t collect_remote(posh_heap_t *heap, posh__page_t *pg, int force) {
+  unsigned char *page = page_of(heap, pg);
+  posh__page_head_t *ph = (posh__page_head_t *)page;
+  if (!force && !posh_atomic_load_relaxed(&ph->xremote_pending))
     return 0;
   /* Clear the flag before scanning, with a full fence: a remote free whose
    * bit we miss sets the flag again after our clear. */
   posh_atomic_store_seqcst(&ph->xremote_pending, 0);
-  uint64_t *bits = posh__page_remote_bitmap((unsigned char *)ph);
-  uint32_t words = (pg->bump + 63) / 64, got = 0;
+  uint64_t *rb = posh__page_remote_bitmap(page), *fb = free_bitmap(page, pg);
+  uint32_t words = posh__classes[pg->size_class].bitmap_words, got = 0;
   for (uint32_t w = 0; w < words; w++) {
-    uint64_t r = posh_atomic_load_acquire((posh_atomic_t *)&bits[w]);
+    uint64_t r = posh_atomic_load_acquire((posh_atomic_t *)&rb[w]);
     if (!r)
       continue;
-    for (uint64_t m = r; m; m &= m - 1) {
-      uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(m);
-#if POSH_DEBUG >= 2
-      alloc_bitmap((unsigned char *)ph, pg)[idx / 64] &= ~(1ull << (idx % 64));
-#endif
-      list_push(heap, pg, block_off(heap, pg, idx));
-      got++;
-    }
+    /* Bits of blocks never handed out are bogus frees: drop them.  Bits
+     * already free locally (an interrupted collection, or an undetected
+     * remote double free) change nothing. */
+    uint64_t fresh = r & word_mask_below(w, pg->bump) & ~fb[w];
+    fb[w] |= fresh;
+    got += (uint32_t)__builtin_popcountll(fresh);
     /* Only now forget the bits: until here a crash leaves them set. */
-    posh_atomic_fetch_andnot_full((posh_atomic_t *)&bits[w], r);
+    posh_atomic_fetch_andnot_full((posh_atomic_t *)&rb[w], r);
   }
   pg->used -= got;
   return got;
@@ -154,99 +163,68 @@ static uint32_t collect_remote(posh_heap_t *heap, posh__page_t *pg) {
 
 void posh__small_page_rebuild(posh_heap_t *heap, posh__page_t *pg) {
   unsigned char *page = page_of(heap, pg);
-  uint64_t seen[POSH_PAGE_SIZE / 16 / 64];
-  memset(seen, 0, sizeof seen);
-  uint64_t page_off = (uint64_t)(page - heap->view.base);
+  uint64_t *fb = free_bitmap(page, pg);
   if (pg->bump > pg->capacity)
     pg->bump = pg->capacity;
-  /* 1. Walk the list; cut it at the first entry that is not a free block
-   *    of this page (never follow garbage) or that repeats. */
+  collect_remote(heap, pg, 1);
+  /* Blocks at or above bump were never handed out: free.  Recount. */
   uint32_t nfree = 0;
-  uint64_t *link = &pg->local_free;
-  while (*link) {
-    uint64_t off = *link;
-    uint32_t in_page = (uint32_t)(off - page_off);
-    uint32_t idx = off > page_off && off - page_off < POSH_PAGE_SIZE &&
-                           in_page >= pg->first_block
-                       ? block_index(pg, in_page)
-                       : UINT32_MAX;
-    if (idx >= pg->bump || block_off(heap, pg, idx) != off ||
-        (seen[idx / 64] >> (idx % 64)) & 1u) {
-      *link = 0;
-      break;
-    }
-    seen[idx / 64] |= 1ull << (idx % 64);
-    nfree++;
-    link = (uint64_t *)(heap->view.base + off);
+  for (uint32_t w = 0; w < posh__classes[pg->size_class].bitmap_words; w++) {
+    uint64_t v = (fb[w] | ~word_mask_below(w, pg->bump)) & word_mask_below(w, pg->capacity);
+    fb[w] = v;
+    nfree += (uint32_t)__builtin_popcountll(v);
   }
-  /* 2. Remote bits not already listed join the list; then clear them. */
-  uint64_t *bits = posh__page_remote_bitmap(page);
-  posh_atomic_store_seqcst(&((posh__page_head_t *)page)->xremote_pending, 0);
-  for (uint32_t w = 0; w < (pg->bump + 63) / 64; w++) {
-    uint64_t r = posh_atomic_load_acquire((posh_atomic_t *)&bits[w]);
-    for (uint64_t m = r; m; m &= m - 1) {
-      uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(m);
-      if (idx >= pg->bump || ((seen[w] >> (idx % 64)) & 1u))
-        continue;
-      seen[w] |= 1ull << (idx % 64);
-      list_push(heap, pg, block_off(heap, pg, idx));
-      nfree++;
-    }
-    if (r)
-      posh_atomic_fetch_andnot_full((posh_atomic_t *)&bits[w], r);
-  }
-#if POSH_DEBUG >= 2
-  uint64_t *am = alloc_bitmap(page, pg);
-  for (uint32_t w = 0; w < posh__classes[pg->size_class].bitmap_words; w++)
-    am[w] = 0;
-  for (uint32_t i = 0; i < pg->bump; i++)
-    if (!((seen[i / 64] >> (i % 64)) & 1u))
-      am[i / 64] |= 1ull << (i % 64);
-#endif
-  pg->used = pg->bump - nfree;
+  pg->used = pg->capacity - nfree;
+  if (pg->cursor >= posh__classes[pg->size_class].bitmap_words)
+    pg->cursor = 0;
 }
 
 /* ------------------------------------------------------------------------
  * Small allocation.
  * ---------------------------------------------------------------------- */
 static inline void *pop_block(posh_heap_t *heap, posh__page_t *pg) {
-  uint64_t off = pg->local_free;
-  if (posh_likely(off != 0)) {
-    pg->local_free = *(uint64_t *)(heap->view.base + off);
-  } else if (pg->bump < pg->capacity) {
-    off = block_off(heap, pg, pg->bump);
-    pg->bump++;
-  } else {
-    return NULL;
+  if (posh_unlikely(pg->used >= pg->capacity))
+    return NULL; /* no block free locally (remote frees not collected) */
+  unsigned char *page = page_of(heap, pg);
+  uint64_t *fb = free_bitmap(page, pg);
+  uint32_t w = pg->cursor, words = pg->bitmap_words;
+  uint64_t v;
+  while ((v = fb[w]) == 0) /* used < capacity: some word has a bit */
+    w = w + 1 < words ? w + 1 : 0;
+  uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(v);
+  /* bump before the bit: a crash in between leaves bump too high, which
+   * only weakens a check; the other order would reject a valid free. */
+  if (idx >= pg->bump) {
+    pg->bump = idx + 1;
+    posh_compiler_barrier();
   }
+  fb[w] = v & (v - 1);
+  posh_compiler_barrier();
+  pg->cursor = w;
   pg->used++;
-#if POSH_DEBUG >= 2
-  {
-    unsigned char *page = page_of(heap, pg);
-    uint32_t idx = block_index(pg, (uint32_t)(off - (uint64_t)(page - heap->view.base)));
-    posh_assert(idx < pg->bump);
-    alloc_bitmap(page, pg)[idx / 64] |= 1ull << (idx % 64);
-  }
-#endif
-  return heap->view.base + off;
+  return page + pg->first_block + (size_t)idx * pg->block_size;
 }
 
 static inline int page_has_room(const posh__page_t *pg) {
-  return pg->local_free != 0 || pg->bump < pg->capacity;
+  return pg->used < pg->capacity;
 }
+
+static void release_small_page(posh_heap_t *heap, posh__tld_t *tld,
+                               posh__page_t *pg);
+static void reclaim_own_pages(posh_heap_t *heap, posh__tld_t *tld);
 
 static void *alloc_small_slow(posh_heap_t *heap, posh__tld_t *tld, int cls) {
   posh__class_cache_t *cc = &tld->classes[cls];
   posh__page_t *pg = cc->page;
   /* 1. Remote frees into the current page. */
-  if (pg && collect_remote(heap, pg))
+  if (pg && collect_remote(heap, pg, 0))
     return pop_block(heap, pg);
   /* 2. Another page of ours with room or remote frees. */
   for (uint32_t p = cc->head; p; p = heap->pages[p - 1].owner_next) {
     posh__page_t *cand = &heap->pages[p - 1];
     if (cand == pg)
       continue;
-    if (page_has_room(cand) || collect_remote(heap, cand)) {
+    if (page_has_room(cand) || collect_remote(heap, cand, 0)) {
       cc->page = cand;
       return pop_block(heap, cand);
     }
@@ -275,11 +253,30 @@ static void *alloc_small_slow(posh_heap_t *heap, posh__tld_t *tld, int cls) {
       posh__set_last_error(err);
       return NULL;
     }
-    /* Exhausted: pages of dead processes may be waiting for adoption. */
+    /* Exhausted: our own pages may hold remote frees, and pages of dead
+     * processes may be waiting for adoption. */
+    reclaim_own_pages(heap, tld);
+    if (cc->page && page_has_room(cc->page))
+      return pop_block(heap, cc->page);
     posh_heap_reap(heap, NULL);
   }
   posh__set_last_error(POSH_ENOMEM);
   return NULL;
+}
+
+/* Before reporting exhaustion: collect remote frees on every page this
+ * thread owns and give back the pages that are then empty. */
+static void reclaim_own_pages(posh_heap_t *heap, posh__tld_t *tld) {
+  for (int c = 0; c < posh__nclasses; c++) {
+    uint32_t p = tld->classes[c].head;
+    while (p) {
+      posh__page_t *pg = &heap->pages[p - 1];
+      p = pg->owner_next;
+      collect_remote(heap, pg, 0);
+      if (pg->used == 0)
+        release_small_page(heap, tld, pg);
+    }
+  }
 }
 
 /* Unlink pg from the owner's class list and give it back (used == 0). */
@@ -314,6 +311,9 @@ static void *alloc_large(posh_heap_t *heap, size_t size) {
   }
   int64_t idx = posh__pages_alloc_run(heap, token, n, &err);
   if (idx < 0 && err == POSH_ENOMEM) {
+    posh__tld_t *tld = posh__tld_get(heap, &err);
+    if (tld)
+      reclaim_own_pages(heap, tld);
     posh_heap_reap(heap, NULL);
     idx = posh__pages_alloc_run(heap, token, n, &err);
   }
@@ -397,40 +397,41 @@ static int free_slow(posh_heap_t *heap, void *ptr) {
     posh__tld_t *tld = posh__tld_get(heap, &err);
     if (posh_unlikely(!tld))
       return err;
-    /* bump only grows and was raised before the block was handed out,
-     * which happened before the pointer reached us. */
-    if (posh_unlikely(idx >= pg->bump))
-      return POSH_EFAULT; /* never handed out */
+    unsigned char *page = page_of(heap, pg);
+    uint64_t bit = 1ull << (idx % 64);
     if (posh_atomic32_load_relaxed(&pg->xowner) == tld->token) {
-      uint64_t off = (uint64_t)((unsigned char *)ptr - heap->view.base);
-      if (off == pg->local_free)
+      if (posh_unlikely(idx >= pg->bump))
+        return POSH_EFAULT; /* never handed out */
+      uint64_t *fw = &free_bitmap(page, pg)[idx / 64];
+      if (*fw & bit)
         return POSH_EDOUBLEFREE;
 #if POSH_DEBUG >= 2
-      uint64_t *am = alloc_bitmap(page_of(heap, pg), pg);
-      if (!((am[idx / 64] >> (idx % 64)) & 1u))
+      /* Freed by another thread already (not yet collected)? */
+      if (posh_atomic_load_relaxed((posh_atomic_t *)&posh__page_remote_bitmap(page)[idx / 64]) & bit)
         return POSH_EDOUBLEFREE;
-      am[idx / 64] &= ~(1ull << (idx % 64));
 #endif
-      list_push(heap, pg, off);
+      *fw |= bit;
+      posh_compiler_barrier();
       if (--pg->used == 0 && tld->classes[pg->size_class].page != pg)
         release_small_page(heap, tld, pg);
       return 0;
     }
 #if POSH_DEBUG >= 2
-    /* The owner set the block's bit before handing it out, which happened
-     * before the pointer reached us: a clear bit means it is free. */
-    if (!((alloc_bitmap(page_of(heap, pg), pg)[idx / 64] >> (idx % 64)) & 1u))
+    /* A racy read of the owner's bitmap: a block we are freeing was handed
+     * out before its pointer reached us, so a set bit means it is free. */
+    if (free_bitmap(page, pg)[idx / 64] & bit)
       return POSH_EDOUBLEFREE;
 #endif
-    /* Another thread's or process's page: one CAS on the bitmap word. */
-    uint64_t *bits = posh__page_remote_bitmap(page_of(heap, pg));
-    uint64_t bit = 1ull << (idx % 64);
+    /* Another thread's or process's page: one CAS on the bitmap word.  We
+     * do not read `bump` (the owner's line): a bit set for a block never
+     * handed out is dropped by the owner when it collects. */
+    uint64_t *bits = posh__page_remote_bitmap(page);
     uint64_t old = posh_atomic_fetch_or_full((posh_atomic_t *)&bits[idx / 64], bit);
     if (old & bit)
       return POSH_EDOUBLEFREE;
     /* After the bit (the CAS is a full barrier): the owner clears the flag
      * before scanning, so it either sees our bit or sees the flag again. */
-    posh_atomic_store_relaxed(&head_of(heap, pg)->xremote_pending, 1);
+    posh_atomic_store_relaxed(&((posh__page_head_t *)page)->xremote_pending, 1);
     return 0;
   }
   if (kind == POSH_PAGE_LARGE_HEAD) {
@@ -460,11 +461,13 @@ POSH_EXTERN int posh_free(posh_heap_t *heap, void *ptr) {
     if (posh_likely(posh_atomic32_load_relaxed(&pg->xowner) == tld->token &&
                     pg->kind == POSH_PAGE_SMALL)) {
       uint32_t idx = block_index(pg, in_page);
-      uint64_t off = (uint64_t)((unsigned char *)ptr - heap->view.base);
+      uint64_t *fw = &free_bitmap((unsigned char *)ptr - in_page, pg)[idx / 64];
+      uint64_t bit = 1ull << (idx % 64);
       if (posh_likely(idx < pg->bump &&
                       pg->first_block + idx * pg->block_size == in_page &&
-                      off != pg->local_free && POSH_DEBUG < 2)) {
-        list_push(heap, pg, off);
+                      !(*fw & bit) && POSH_DEBUG < 2)) {
+        *fw |= bit; /* one plain store: the block is free */
+        posh_compiler_barrier();
         if (posh_unlikely(--pg->used == 0) &&
             tld->classes[pg->size_class].page != pg)
           release_small_page(heap, tld, pg);
@@ -597,18 +600,12 @@ POSH_EXTERN int posh_block_state(posh_heap_t *heap, const void *ptr) {
     return POSH_BLOCK_INVALID;
   if (idx >= pg->bump)
     return POSH_BLOCK_FREE;
-  uint64_t *bits = posh__page_remote_bitmap(page_of(heap, pg));
-  if ((posh_atomic_load_acquire((posh_atomic_t *)&bits[idx / 64]) >> (idx % 64)) & 1u)
+  unsigned char *page = page_of(heap, pg);
+  uint64_t *rb = posh__page_remote_bitmap(page);
+  if ((posh_atomic_load_acquire((posh_atomic_t *)&rb[idx / 64]) >> (idx % 64)) & 1u)
     return POSH_BLOCK_FREE;
-  uint64_t want = (uint64_t)((const unsigned char *)ptr - heap->view.base);
-  uint64_t off = pg->local_free;
-  for (uint32_t steps = 0; off && steps <= pg->capacity; steps++) {
-    if (off == want)
-      return POSH_BLOCK_FREE;
-    if (off >= heap->view.capacity)
-      break;
-    off = *(uint64_t *)(heap->view.base + off);
-  }
+  if ((free_bitmap(page, pg)[idx / 64] >> (idx % 64)) & 1u)
+    return POSH_BLOCK_FREE;
   return POSH_BLOCK_ALLOCATED;
 }
 
@@ -623,7 +620,7 @@ void posh__alloc_thread_exit(posh__tld_t *tld) {
     while (p) {
       posh__page_t *pg = &heap->pages[p - 1];
       p = pg->owner_next;
-      collect_remote(heap, pg);
+      collect_remote(heap, pg, 0);
       if (pg->used == 0)
         release_small_page(heap, tld, pg);
     }
@@ -632,17 +629,6 @@ void posh__alloc_thread_exit(posh__tld_t *tld) {
   }
   /* Pages still holding live blocks wait for an adopter. */
   posh__pages_abandon_owner(heap, tld->token, tld->token);
-}
-
-static uint32_t popcount_bits(const uint64_t *bits, uint32_t nbits) {
-  uint32_t n = 0;
-  for (uint32_t w = 0; w < (nbits + 63) / 64; w++) {
-    uint64_t v = posh_atomic_load_relaxed((posh_atomic_t *)&bits[w]);
-    if ((w + 1) * 64 > nbits && nbits % 64)
-      v &= (1ull << (nbits % 64)) - 1;
-    n += (uint32_t)__builtin_popcountll(v);
-  }
-  return n;
 }
 
 void posh__alloc_stats(posh_heap_t *heap, posh_heap_stats_t *st) {
@@ -656,12 +642,15 @@ void posh__alloc_stats(posh_heap_t *heap, posh_heap_stats_t *st) {
     uint32_t kind = pg->kind;
     if (kind == POSH_PAGE_SMALL && pg->size_class < (uint32_t)posh__nclasses) {
       posh_class_stats_t *cs = &st->classes[pg->size_class];
-      uint32_t bump = pg->bump < pg->capacity ? pg->bump : pg->capacity;
-      uint32_t remote = popcount_bits(posh__page_remote_bitmap(page_of(heap, pg)), bump);
-      uint32_t used = pg->used;
-      uint64_t live = used > remote ? used - remote : 0;
-      if (live > bump)
-        live = bump;
+      unsigned char *page = page_of(heap, pg);
+      const posh__class_info_t *ci = &posh__classes[pg->size_class];
+      uint64_t *rb = posh__page_remote_bitmap(page), *fb = free_bitmap(page, pg);
+      uint32_t nfree = 0;
+      for (uint32_t w = 0; w < ci->bitmap_words; w++)
+        nfree += (uint32_t)__builtin_popcountll(
+            (fb[w] | posh_atomic_load_relaxed((posh_atomic_t *)&rb[w])) &
+            word_mask_below(w, pg->capacity));
+      uint64_t live = pg->capacity - nfree;
       cs->pages++;
       cs->blocks_in_use += live;
       cs->blocks_free += pg->capacity - live;
@@ -688,6 +677,8 @@ int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, char *report,
   const posh__class_info_t *ci = &posh__classes[pg->size_class];
   if (pg->block_size != ci->block_size || pg->capacity != ci->capacity ||
       pg->first_block != ci->first_block || pg->reciprocal != ci->reciprocal ||
+      pg->bitmap_words != ci->bitmap_words ||
+      pg->free_bitmap_off != sizeof(posh__page_head_t) + ci->bitmap_stride * 8u ||
       pg->bump > pg->capacity) {
     posh__report(report, len, used, "page %llu: geometry does not match class %u\n",
                  (unsigned long long)idx_pg, pg->size_class);
@@ -696,64 +687,31 @@ int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, char *report,
   uint32_t owner = posh_atomic32_load_relaxed(&pg->xowner);
   int owner_live = owner != POSH_OWNER_ABANDONED && posh__token_alive(heap, owner, 1);
   unsigned char *page = page_of(heap, pg);
-  uint64_t page_off = (uint64_t)(page - heap->view.base);
-  uint64_t seen[POSH_PAGE_SIZE / 16 / 64];
-  memset(seen, 0, sizeof seen);
+  uint64_t *fb = free_bitmap(page, pg);
   uint32_t nfree = 0;
-  for (uint64_t off = pg->local_free; off;) {
-    uint32_t in_page = (uint32_t)(off - page_off);
-    uint32_t idx = off > page_off && off - page_off < POSH_PAGE_SIZE &&
-                           in_page >= pg->first_block
-                       ? block_index(pg, in_page)
-                       : UINT32_MAX;
-    if (idx >= pg->bump || block_off(heap, pg, idx) != off) {
-      posh__report(report, len, used, "page %llu: free list holds bad offset %llu\n",
-                   (unsigned long long)idx_pg, (unsigned long long)off);
-      return POSH_ECORRUPT;
-    }
-    if ((seen[idx / 64] >> (idx % 64)) & 1u) {
-      posh__report(report, len, used, "page %llu: free list has a cycle at block %u\n",
-                   (unsigned long long)idx_pg, idx);
-      return POSH_ECORRUPT;
-    }
-    seen[idx / 64] |= 1ull << (idx % 64);
-    nfree++;
-    off = *(uint64_t *)(heap->view.base + off);
-  }
-  uint64_t *bits = posh__page_remote_bitmap(page);
-  uint32_t remote = 0;
   for (uint32_t w = 0; w < ci->bitmap_words; w++) {
-    uint64_t r = posh_atomic_load_relaxed((posh_atomic_t *)&bits[w]);
-    for (uint64_t m = r; m; m &= m - 1) {
-      uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(m);
-      if (idx >= pg->bump) {
-        posh__report(report, len, used,
-                     "page %llu: remote-free bit %u beyond handed-out blocks\n",
-                     (unsigned long long)idx_pg, idx);
-        return POSH_ECORRUPT;
-      }
-      if ((seen[w] >> (idx % 64)) & 1u) {
-        /* Listed and flagged: only an owner killed mid-collection leaves
-         * this; adoption repairs it. */
-        if (owner_live) {
-          posh__report(report, len, used,
-                       "page %llu: block %u both free-listed and remote-freed\n",
-                       (unsigned long long)idx_pg, idx);
-          return POSH_ECORRUPT;
-        }
-        continue;
-      }
-      remote++;
+    if (fb[w] & ~word_mask_below(w, pg->capacity)) {
+      posh__report(report, len, used,
+                   "page %llu: free bitmap marks blocks beyond capacity\n",
+                   (unsigned long long)idx_pg);
+      return POSH_ECORRUPT;
     }
+    nfree += (uint32_t)__builtin_popcountll(fb[w]);
   }
-  /* The owner's count may be one off after its owner was killed mid-way;
+  if (pg->cursor >= ci->bitmap_words) {
+    posh__report(report, len, used, "page %llu: cursor %u out of range\n",
+                 (unsigned long long)idx_pg, pg->cursor);
+    return POSH_ECORRUPT;
+  }
+  /* Remote bits may overlap free ones (an interrupted collection) or lie
+   * beyond bump (a bogus remote free): both are dropped at collection.
+   * The owner's count may be one off after its owner was killed mid-way;
    * adoption recomputes it. */
-  uint32_t expect = pg->bump - nfree;
+  uint32_t expect = pg->capacity - nfree;
   if (owner_live && pg->used != expect) {
     posh__report(report, len, used, "page %llu: used %u but %u blocks are live\n",
                  (unsigned long long)idx_pg, pg->used, expect);
     return POSH_ECORRUPT;
   }
-  (void)remote;
   return 0;
 }

@@ -15,7 +15,8 @@ typedef struct posh__class_info {
   uint32_t block_size;
   uint32_t capacity;    /* blocks per page */
   uint32_t first_block; /* offset of block 0 in the page */
-  uint32_t bitmap_words;/* remote-free bitmap words (and debug alloc map) */
+  uint32_t bitmap_words;/* words per bitmap (remote-free, owner's free) */
+  uint32_t bitmap_stride;/* words from one bitmap to the next (whole lines) */
   uint32_t align;       /* every block is aligned to this */
   uint32_t reciprocal;  /* ceil(2^32 / block_size) */
 } posh__class_info_t;

@@ -63,14 +63,7 @@ static inline uint64_t posh__align_up(uint64_t v, uint64_t a) {
  * Layout constants.
  * ---------------------------------------------------------------------- */
 #define POSH_MAGIC 0x5045454830534f50ull /* "POS0HEEP" little-endian */
-/* Debug builds keep an extra bitmap in each small page, so the page layout
- * differs: they get their own ABI number and never share a heap with a
- * release build (attach says POSH_EVERSION). */
-#if POSH_DEBUG >= 2
-#define POSH_ABI_VERSION 0x80000001u
-#else
 #define POSH_ABI_VERSION 1u
-#endif
 #define POSH_PAGE_SHIFT 16
 #define POSH_PAGE_SIZE (1u << POSH_PAGE_SHIFT) /* allocator page: 64 KiB */
 #define POSH_HEADER_SIZE 4096u
@@ -279,23 +272,33 @@ typedef struct posh__page {
   uint32_t capacity;    /* SMALL: blocks in the page; immutable */
   uint32_t first_block; /* SMALL: byte offset of block 0 in the page */
   uint32_t reciprocal;  /* SMALL: ceil(2^32 / block_size), for index math */
-  /* ---- owner-only fields (plain loads/stores by the owning thread).
-   * Stores are ordered (compiler barrier) so a kill -9 between any two
-   * leaves the free list well formed; adoption recomputes `used`. */
-  uint32_t bump;        /* blocks [bump, capacity) never handed out */
-  uint32_t used;        /* live blocks (owner's count) */
-  uint64_t local_free;  /* offset of the first free block, 0 = none */
+  uint32_t flags;       /* page_lock: POSH_PAGEF_* */
+  uint16_t free_bitmap_off; /* SMALL: byte offset of the owner's free bitmap
+                               in the page (copied from the class table so
+                               the fast paths need no table look-up) */
+  uint16_t bitmap_words;    /* SMALL: words per bitmap */
+  uint64_t large_size;  /* LARGE_HEAD: bytes requested */
+  /* ---- owner-only fields (plain loads/stores by the owning thread), on
+   * their own cache line: remote freers read only the line above, so the
+   * owner's stores never bounce it between cores.  Stores are ordered
+   * (compiler barrier) so a kill -9 between any two leaves the free list
+   * well formed; adoption recomputes `used`. */
+  POSH_ALIGNED(64) uint32_t bump; /* blocks [bump, capacity) never handed out;
+                                     only grows while the page is SMALL */
+  uint32_t used;        /* blocks not free in the owner's bitmap (live or
+                           remote-freed and not yet collected) */
+  uint32_t cursor;      /* free-bitmap word where the next search starts */
   uint32_t owner_next;  /* owner's per-class page list / abandoned list:
                            page index + 1, 0 = end */
-  uint32_t flags;       /* page_lock: POSH_PAGEF_* */
-  uint64_t large_size;  /* LARGE_HEAD: bytes requested */
 } POSH_ALIGNED(64) posh__page_t;
-_Static_assert(sizeof(posh__page_t) == 64, "page descriptor is one line");
+_Static_assert(sizeof(posh__page_t) == 128,
+               "page descriptor: a read-mostly line and an owner line");
 
 /* Layout of the start of a SMALL page: a cache line with the remote-free
  * flag, then the remote-free bitmap (1 bit per block: freed by another
- * thread and not yet collected), then in debug builds the owner's
- * allocation bitmap, then the blocks. */
+ * thread and not yet collected), then the owner's free bitmap (1 = free;
+ * owner-only), each bitmap starting on its own cache line, then the
+ * blocks. */
 typedef struct posh__page_head {
   /* Set to 1 by a remote freer after it sets a bitmap bit; cleared by the
    * owner before it scans.  Synchronization: atomic. */
