@@ -49,6 +49,21 @@ if [ $full = 1 ]; then
   fi
 fi
 
+# One closing line over every cmocka test case run above (all builds).
+passed=0 failed=0
+for d in "${dirs[@]}" build-asan; do
+  [ -d "$d/tests" ] || continue
+  [ "$d" = build-asan ] && [ $full = 0 ] && continue
+  for log in "$d"/tests/test_*.log; do
+    [ -f "$log" ] || continue
+    p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test(s)\./\1/p' "$log" | tail -n 1)
+    f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test(s), listed below:/\1/p' "$log" | tail -n 1)
+    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+    grep -q "^\[  PASSED  \]\|^\[  FAILED  \]" "$log" || failed=$((failed + 1)) # crashed suite
+  done
+done
+grep -h "^torture: " "${dirs[0]}"/tests/test_torture.log 2>/dev/null || true
 echo
 if [ $status = 0 ]; then echo "test.sh: all suites passed"; else echo "test.sh: FAILURES"; fi
+echo "tests: $passed passed, $failed failed"
 exit $status
