@@ -76,9 +76,6 @@ static inline int size_class(size_t size) {
 static inline unsigned char *page_of(posh_heap_t *heap, const posh__page_t *pg) {
   return posh__page_addr(heap, posh__page_index(heap, pg));
 }
-static inline posh__page_head_t *head_of(posh_heap_t *heap, const posh__page_t *pg) {
-  return (posh__page_head_t *)page_of(heap, pg);
-}
 
 /* Heap offset of block idx of pg. */
 static inline uint64_t block_off(posh_heap_t *heap, const posh__page_t *pg,
@@ -92,8 +89,19 @@ static inline uint32_t block_index(const posh__page_t *pg, uint32_t in_page) {
 }
 
 /* The owner's free bitmap: 1 = free.  Owner-only, plain loads/stores. */
-static inline uint64_t *free_bitmap(unsigned char *page, const posh__page_t *pg) {
-  return (uint64_t *)(page + pg->free_bitmap_off);
+#define free_bitmap posh__page_free_bitmap
+
+/* Offset of a page's head: page index modulo POSH_PAGE_COLORS cache
+ * lines, as long as that costs the class at most 1/32 of its blocks. */
+static uint32_t posh__page_color(posh_heap_t *heap, const posh__page_t *pg,
+                                 int cls) {
+  const posh__class_info_t *ci = &posh__classes[cls];
+  uint32_t color = (uint32_t)(posh__page_index(heap, pg) % POSH_PAGE_COLORS) * POSH_CACHELINE;
+  uint32_t head = (uint32_t)sizeof(posh__page_head_t) + 2u * ci->bitmap_stride * 8u;
+  uint32_t first = (uint32_t)posh__align_up(color + head, ci->align < 16 ? 16 : ci->align);
+  if ((POSH_PAGE_SIZE - first) / ci->block_size < ci->capacity - ci->capacity / 32)
+    return 0;
+  return color;
 }
 
 void posh__small_page_format(posh_heap_t *heap, posh__page_t *pg, int cls,
@@ -103,18 +111,23 @@ void posh__small_page_format(posh_heap_t *heap, posh__page_t *pg, int cls,
   /* The page may have been used before (not punched yet): clear the head
    * and bitmaps, then mark every block free.  Block contents never
    * matter: the allocator keeps nothing in them. */
-  memset(page, 0, ci->first_block);
+  uint32_t color = posh__page_color(heap, pg, cls);
+  uint32_t head = (uint32_t)sizeof(posh__page_head_t) + 2u * ci->bitmap_stride * 8u;
+  uint32_t first = (uint32_t)posh__align_up(color + head, ci->align < 16 ? 16 : ci->align);
+  memset(page, 0, first);
   pg->size_class = (uint32_t)cls;
-  pg->free_bitmap_off = (uint16_t)(sizeof(posh__page_head_t) + ci->bitmap_stride * 8u);
+  pg->head_off = (uint16_t)color;
+  pg->free_bitmap_off = (uint16_t)(color + sizeof(posh__page_head_t) + ci->bitmap_stride * 8u);
   pg->bitmap_words = (uint16_t)ci->bitmap_words;
+  uint32_t capacity = (POSH_PAGE_SIZE - first) / ci->block_size;
   uint64_t *fb = free_bitmap(page, pg);
-  for (uint32_t i = 0; i < ci->capacity / 64; i++)
+  for (uint32_t i = 0; i < capacity / 64; i++)
     fb[i] = ~0ull;
-  if (ci->capacity % 64)
-    fb[ci->capacity / 64] = (1ull << (ci->capacity % 64)) - 1;
+  if (capacity % 64)
+    fb[capacity / 64] = (1ull << (capacity % 64)) - 1;
   pg->block_size = ci->block_size;
-  pg->capacity = ci->capacity;
-  pg->first_block = ci->first_block;
+  pg->capacity = capacity;
+  pg->first_block = first;
   pg->reciprocal = ci->reciprocal;
   pg->bump = 0;
   pg->used = 0;
@@ -136,13 +149,13 @@ static inline uint64_t word_mask_below(uint32_t w, uint32_t limit) {
  * no remote free was flagged (adoption).  Returns the blocks gained. */
 static uint32_t collect_remote(posh_heap_t *heap, posh__page_t *pg, int force) {
   unsigned char *page = page_of(heap, pg);
-  posh__page_head_t *ph = (posh__page_head_t *)page;
+  posh__page_head_t *ph = posh__page_head(page, pg);
   if (!force && !posh_atomic_load_relaxed(&ph->xremote_pending))
     return 0;
   /* Clear the flag before scanning, with a full fence: a remote free whose
    * bit we miss sets the flag again after our clear. */
   posh_atomic_store_seqcst(&ph->xremote_pending, 0);
-  uint64_t *rb = posh__page_remote_bitmap(page), *fb = free_bitmap(page, pg);
+  uint64_t *rb = posh__page_remote_bitmap(page, pg), *fb = free_bitmap(page, pg);
   uint32_t words = posh__classes[pg->size_class].bitmap_words, got = 0;
   for (uint32_t w = 0; w < words; w++) {
     uint64_t r = posh_atomic_load_acquire((posh_atomic_t *)&rb[w]);
@@ -219,15 +232,29 @@ static void *alloc_small_slow(posh_heap_t *heap, posh__tld_t *tld, int cls) {
   /* 1. Remote frees into the current page. */
   if (pg && collect_remote(heap, pg, 0))
     return pop_block(heap, pg);
-  /* 2. Another page of ours with room or remote frees. */
-  for (uint32_t p = cc->head; p; p = heap->pages[p - 1].owner_next) {
-    posh__page_t *cand = &heap->pages[p - 1];
-    if (cand == pg)
-      continue;
-    if (page_has_room(cand) || collect_remote(heap, cand, 0)) {
-      cc->page = cand;
-      return pop_block(heap, cand);
+  /* 2. The page of ours with the most room (after collecting its remote
+   * frees): taking the first page with any room would come back here after
+   * one or two allocations when frees are scattered over many pages. */
+  posh__page_t *best = NULL;
+  for (int collect = 0; collect < 2 && !best; collect++) {
+    /* First pass reads only the owner lines; remote frees are collected
+     * (a look at each page's flag line) only when no page has room. */
+    for (uint32_t p = cc->head; p; p = heap->pages[p - 1].owner_next) {
+      posh__page_t *cand = &heap->pages[p - 1];
+      if (cand == pg)
+        continue;
+      if (collect)
+        collect_remote(heap, cand, 0);
+      if (page_has_room(cand) && (!best || cand->used < best->used)) {
+        best = cand;
+        if (cand->used <= cand->capacity / 2)
+          break; /* plenty of room: stop looking */
+      }
     }
+  }
+  if (best) {
+    cc->page = best;
+    return pop_block(heap, best);
   }
   /* 3. A page abandoned by a dead or exited owner; 4. a fresh page. */
   for (int attempt = 0; attempt < 2; attempt++) {
@@ -407,7 +434,7 @@ static int free_slow(posh_heap_t *heap, void *ptr) {
         return POSH_EDOUBLEFREE;
 #if POSH_DEBUG >= 2
       /* Freed by another thread already (not yet collected)? */
-      if (posh_atomic_load_relaxed((posh_atomic_t *)&posh__page_remote_bitmap(page)[idx / 64]) & bit)
+      if (posh_atomic_load_relaxed((posh_atomic_t *)&posh__page_remote_bitmap(page, pg)[idx / 64]) & bit)
         return POSH_EDOUBLEFREE;
 #endif
       *fw |= bit;
@@ -425,13 +452,13 @@ static int free_slow(posh_heap_t *heap, void *ptr) {
     /* Another thread's or process's page: one CAS on the bitmap word.  We
      * do not read `bump` (the owner's line): a bit set for a block never
      * handed out is dropped by the owner when it collects. */
-    uint64_t *bits = posh__page_remote_bitmap(page);
+    uint64_t *bits = posh__page_remote_bitmap(page, pg);
     uint64_t old = posh_atomic_fetch_or_full((posh_atomic_t *)&bits[idx / 64], bit);
     if (old & bit)
       return POSH_EDOUBLEFREE;
     /* After the bit (the CAS is a full barrier): the owner clears the flag
      * before scanning, so it either sees our bit or sees the flag again. */
-    posh_atomic_store_relaxed(&((posh__page_head_t *)page)->xremote_pending, 1);
+    posh_atomic_store_relaxed(&posh__page_head(page, pg)->xremote_pending, 1);
     return 0;
   }
   if (kind == POSH_PAGE_LARGE_HEAD) {
@@ -601,7 +628,7 @@ POSH_EXTERN int posh_block_state(posh_heap_t *heap, const void *ptr) {
   if (idx >= pg->bump)
     return POSH_BLOCK_FREE;
   unsigned char *page = page_of(heap, pg);
-  uint64_t *rb = posh__page_remote_bitmap(page);
+  uint64_t *rb = posh__page_remote_bitmap(page, pg);
   if ((posh_atomic_load_acquire((posh_atomic_t *)&rb[idx / 64]) >> (idx % 64)) & 1u)
     return POSH_BLOCK_FREE;
   if ((free_bitmap(page, pg)[idx / 64] >> (idx % 64)) & 1u)
@@ -644,7 +671,7 @@ void posh__alloc_stats(posh_heap_t *heap, posh_heap_stats_t *st) {
       posh_class_stats_t *cs = &st->classes[pg->size_class];
       unsigned char *page = page_of(heap, pg);
       const posh__class_info_t *ci = &posh__classes[pg->size_class];
-      uint64_t *rb = posh__page_remote_bitmap(page), *fb = free_bitmap(page, pg);
+      uint64_t *rb = posh__page_remote_bitmap(page, pg), *fb = free_bitmap(page, pg);
       uint32_t nfree = 0;
       for (uint32_t w = 0; w < ci->bitmap_words; w++)
         nfree += (uint32_t)__builtin_popcountll(
@@ -675,10 +702,14 @@ int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, char *report,
     return POSH_ECORRUPT;
   }
   const posh__class_info_t *ci = &posh__classes[pg->size_class];
-  if (pg->block_size != ci->block_size || pg->capacity != ci->capacity ||
-      pg->first_block != ci->first_block || pg->reciprocal != ci->reciprocal ||
-      pg->bitmap_words != ci->bitmap_words ||
-      pg->free_bitmap_off != sizeof(posh__page_head_t) + ci->bitmap_stride * 8u ||
+  if (pg->block_size != ci->block_size ||
+      pg->head_off != posh__page_color(heap, pg, (int)pg->size_class) ||
+      pg->first_block != posh__align_up(pg->head_off + sizeof(posh__page_head_t) +
+                                            2u * ci->bitmap_stride * 8u,
+                                        ci->align < 16 ? 16 : ci->align) ||
+      pg->capacity != (POSH_PAGE_SIZE - pg->first_block) / ci->block_size ||
+      pg->reciprocal != ci->reciprocal || pg->bitmap_words != ci->bitmap_words ||
+      pg->free_bitmap_off != pg->head_off + sizeof(posh__page_head_t) + ci->bitmap_stride * 8u ||
       pg->bump > pg->capacity) {
     posh__report(report, len, used, "page %llu: geometry does not match class %u\n",
                  (unsigned long long)idx_pg, pg->size_class);

@@ -24,8 +24,22 @@ typedef struct posh__class_info {
 extern posh__class_info_t posh__classes[POSH_SIZE_CLASS_MAX];
 extern int posh__nclasses;
 
-static inline uint64_t *posh__page_remote_bitmap(unsigned char *page) {
-  return (uint64_t *)(page + sizeof(posh__page_head_t));
+/* Number of cache-line colors for page heads (see posh__page.head_off). */
+#define POSH_PAGE_COLORS 16u
+
+/* A small page's head (remote-free flag line), remote bitmap and the
+ * owner's free bitmap. */
+static inline posh__page_head_t *posh__page_head(unsigned char *page,
+                                                 const posh__page_t *pg) {
+  return (posh__page_head_t *)(page + pg->head_off);
+}
+static inline uint64_t *posh__page_remote_bitmap(unsigned char *page,
+                                                 const posh__page_t *pg) {
+  return (uint64_t *)(page + pg->head_off + sizeof(posh__page_head_t));
+}
+static inline uint64_t *posh__page_free_bitmap(unsigned char *page,
+                                               const posh__page_t *pg) {
+  return (uint64_t *)(page + pg->free_bitmap_off);
 }
 
 /* Format page idx as a small page of class cls owned by token.  Called by

@@ -272,11 +272,16 @@ typedef struct posh__page {
   uint32_t capacity;    /* SMALL: blocks in the page; immutable */
   uint32_t first_block; /* SMALL: byte offset of block 0 in the page */
   uint32_t reciprocal;  /* SMALL: ceil(2^32 / block_size), for index math */
-  uint32_t flags;       /* page_lock: POSH_PAGEF_* */
+  uint16_t flags;       /* page_lock: POSH_PAGEF_* */
+  uint16_t head_off;    /* SMALL: where the page head starts in the page.
+                           Heads are staggered by page index ("colored") so
+                           that the heads of many 64 KiB-aligned pages do not
+                           all fall into the same cache sets. */
   uint16_t free_bitmap_off; /* SMALL: byte offset of the owner's free bitmap
                                in the page (copied from the class table so
                                the fast paths need no table look-up) */
   uint16_t bitmap_words;    /* SMALL: words per bitmap */
+  uint16_t pad0;
   uint64_t large_size;  /* LARGE_HEAD: bytes requested */
   /* ---- owner-only fields (plain loads/stores by the owning thread), on
    * their own cache line: remote freers read only the line above, so the
