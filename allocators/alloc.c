@@ -222,11 +222,12 @@ static inline int page_has_room(const posh__page_t *pg) {
   return pg->used < pg->capacity;
 }
 
-static void release_small_page(posh_heap_t *heap, posh__tld_t *tld,
+__attribute__((noinline)) static void release_small_page(posh_heap_t *heap, posh__tld_t *tld,
                                posh__page_t *pg);
 static void reclaim_own_pages(posh_heap_t *heap, posh__tld_t *tld);
 
-static void *alloc_small_slow(posh_heap_t *heap, posh__tld_t *tld, int cls) {
+__attribute__((noinline)) static void *alloc_small_slow(posh_heap_t *heap,
+                                                        posh__tld_t *tld, int cls) {
   posh__class_cache_t *cc = &tld->classes[cls];
   posh__page_t *pg = cc->page;
   /* 1. Remote frees into the current page. */
@@ -307,7 +308,7 @@ static void reclaim_own_pages(posh_heap_t *heap, posh__tld_t *tld) {
 }
 
 /* Unlink pg from the owner's class list and give it back (used == 0). */
-static void release_small_page(posh_heap_t *heap, posh__tld_t *tld,
+__attribute__((noinline)) static void release_small_page(posh_heap_t *heap, posh__tld_t *tld,
                                posh__page_t *pg) {
   posh__class_cache_t *cc = &tld->classes[pg->size_class];
   uint32_t me = (uint32_t)posh__page_index(heap, pg) + 1;
@@ -324,7 +325,7 @@ static void release_small_page(posh_heap_t *heap, posh__tld_t *tld,
 /* ------------------------------------------------------------------------
  * Large blocks.
  * ---------------------------------------------------------------------- */
-static void *alloc_large(posh_heap_t *heap, size_t size) {
+__attribute__((noinline)) static void *alloc_large(posh_heap_t *heap, size_t size) {
   int err = 0;
   uint32_t token = posh__self_token(heap, &err);
   if (!token) {
@@ -413,7 +414,7 @@ static int locate(posh_heap_t *heap, const void *ptr, posh__page_t **pg_out,
 
 /* Everything but the owner's small-block free: validation with clear
  * errors, remote frees, large runs. */
-static int free_slow(posh_heap_t *heap, void *ptr) {
+__attribute__((noinline)) static int free_slow(posh_heap_t *heap, void *ptr) {
   if (heap->detached)
     return POSH_EDETACHED;
   posh__page_t *pg;
@@ -458,7 +459,13 @@ static int free_slow(posh_heap_t *heap, void *ptr) {
       return POSH_EDOUBLEFREE;
     /* After the bit (the CAS is a full barrier): the owner clears the flag
      * before scanning, so it either sees our bit or sees the flag again. */
-    posh_atomic_store_relaxed(&posh__page_head(page, pg)->xremote_pending, 1);
+    posh_atomic_t *pending = &posh__page_head(page, pg)->xremote_pending;
+    /* Store only if clear: while the flag is up the line stays shared
+     * instead of bouncing to us on every free.  Seeing 1 here (after our
+     * full-barrier CAS) means the owner's clear comes later, and its scan
+     * after that clear sees our bit. */
+    if (!posh_atomic_load_relaxed(pending))
+      posh_atomic_store_relaxed(pending, 1);
     return 0;
   }
   if (kind == POSH_PAGE_LARGE_HEAD) {
