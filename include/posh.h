@@ -151,8 +151,9 @@ typedef struct posh_heap_options {
   uint32_t mode;          /* file mode of a named heap; 0 = 0600 */
 } posh_heap_options_t;
 
-/* Create a heap.  name is "/something" or "something" (no other '/', at most
- * POSH_NAME_MAX bytes) for a named heap (shm_open, O_EXCL: POSH_EEXIST if it
+/* Create a heap.  name is "/something" or "something" (no other '/'; with
+ * its leading '/' at most POSH_NAME_MAX bytes; letters, digits, '.', '_'
+ * and '-') for a named heap (shm_open, O_EXCL: POSH_EEXIST if it
  * exists), or NULL for an anonymous heap (memfd) that forked children share
  * and that other processes can attach through posh_heap_fd.  opts may be
  * NULL. */

@@ -284,13 +284,15 @@ POSH_EXTERN int posh_name_foreach(posh_heap_t *heap, posh_name_visit_fn visit,
 
 int posh__directory_check(posh_heap_t *heap, char *report, size_t len,
                           size_t *used) {
-  int bad = 0;
+  int bad = 0, mid_update = 0;
   uint32_t live = 0;
   for (uint32_t i = 0; i < heap->hdr->max_names; i++) {
     posh__dirent_t *e = &heap->dir[i];
     uint32_t seq = posh_atomic32_load_acquire(&e->xseq);
-    if (seq & 1u)
+    if (seq & 1u) {
+      mid_update = 1;
       continue; /* being written (or its writer died: repaired on lock) */
+    }
     if (e->state > POSH_DIRENT_TOMBSTONE) {
       posh__report(report, len, used, "directory: entry %u has state %u\n", i,
                    e->state);
@@ -313,6 +315,14 @@ int posh__directory_check(posh_heap_t *heap, char *report, size_t len,
       bad = 1;
     }
   }
-  (void)live;
+  /* The counter is kept under dir_lock; read without it, it can only be
+   * off while a writer is active, so only report a mismatch when no entry
+   * was mid-update and the lock is free. */
+  if (!bad && !mid_update && posh__lock_owner(&heap->hdr->dir_lock) == 0 &&
+      live != heap->hdr->dir_count) {
+    posh__report(report, len, used, "directory: %u live entries, counter says %u\n",
+                 live, heap->hdr->dir_count);
+    bad = 1;
+  }
   return bad ? POSH_ECORRUPT : 0;
 }
