@@ -700,8 +700,8 @@ void posh__alloc_stats(posh_heap_t *heap, posh_heap_stats_t *st) {
   st->bytes_free += h->pages_free << POSH_PAGE_SHIFT;
 }
 
-int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, char *report,
-                           size_t len, size_t *used) {
+int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, int owner_live,
+                           char *report, size_t len, size_t *used) {
   uint64_t idx_pg = posh__page_index(heap, pg);
   if (pg->size_class >= (uint32_t)posh__nclasses) {
     posh__report(report, len, used, "page %llu: size class %u\n",
@@ -722,8 +722,6 @@ int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, char *report,
                  (unsigned long long)idx_pg, pg->size_class);
     return POSH_ECORRUPT;
   }
-  uint32_t owner = posh_atomic32_load_relaxed(&pg->xowner);
-  int owner_live = owner != POSH_OWNER_ABANDONED && posh__token_alive(heap, owner, 1);
   unsigned char *page = page_of(heap, pg);
   uint64_t *fb = free_bitmap(page, pg);
   uint32_t nfree = 0;

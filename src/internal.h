@@ -454,8 +454,9 @@ int posh__pages_check(posh_heap_t *heap, char *report, size_t len,
 /* ---- allocators/alloc.c */
 void posh__alloc_thread_exit(posh__tld_t *tld);
 void posh__alloc_stats(posh_heap_t *heap, posh_heap_stats_t *stats);
-int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, char *report,
-                           size_t len, size_t *used);
+/* owner_live: whether pg's owner is alive (the caller memoises it). */
+int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, int owner_live,
+                           char *report, size_t len, size_t *used);
 int posh__size_class_count(void);
 uint32_t posh__size_class_block(int cls);
 /* Rebuild an adopted page's free list and used count from the list, the
