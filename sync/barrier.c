@@ -170,11 +170,9 @@ POSH_EXTERN int posh_barrier_wait(posh_heap_t *heap, posh_off_t barrier,
                                   posh_barrier_action_fn action, void *arg,
                                   unsigned *index_out) {
   posh__barrier_shared_t *b;
-  int err = posh__sync_get(heap, barrier, POSH_SYNC_BARRIER, (void **)&b);
-  if (err)
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (!tok)
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, barrier, POSH_SYNC_BARRIER, (void **)&b, &tok);
+  if (posh_unlikely(err))
     return err;
   uint64_t deadline = timeout_ns >= 0 ? posh__deadline_from_timeout(timeout_ns) : 0;
   uint32_t w, idx;
@@ -240,11 +238,9 @@ POSH_EXTERN int posh_barrier_wait(posh_heap_t *heap, posh_off_t barrier,
 
 POSH_EXTERN int posh_barrier_abort(posh_heap_t *heap, posh_off_t barrier) {
   posh__barrier_shared_t *b;
-  int err = posh__sync_get(heap, barrier, POSH_SYNC_BARRIER, (void **)&b);
-  if (err)
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (!tok)
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, barrier, POSH_SYNC_BARRIER, (void **)&b, &tok);
+  if (posh_unlikely(err))
     return err;
   err = bar_lock(heap, b, tok, 0);
   if (err)
@@ -257,11 +253,9 @@ POSH_EXTERN int posh_barrier_abort(posh_heap_t *heap, posh_off_t barrier) {
 
 POSH_EXTERN int posh_barrier_reset(posh_heap_t *heap, posh_off_t barrier) {
   posh__barrier_shared_t *b;
-  int err = posh__sync_get(heap, barrier, POSH_SYNC_BARRIER, (void **)&b);
-  if (err)
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (!tok)
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, barrier, POSH_SYNC_BARRIER, (void **)&b, &tok);
+  if (posh_unlikely(err))
     return err;
   err = bar_lock(heap, b, tok, 0);
   if (err)

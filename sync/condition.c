@@ -124,11 +124,9 @@ static int cond_wait(posh_heap_t *heap, posh__cond_shared_t *c, uint32_t tok,
 POSH_EXTERN int posh_cond_wait(posh_heap_t *heap, posh_off_t cond,
                                int64_t timeout_ns) {
   posh__cond_shared_t *c;
-  int err = posh__sync_get(heap, cond, POSH_SYNC_CONDITION, (void **)&c);
-  if (err)
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (!tok)
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, cond, POSH_SYNC_CONDITION, (void **)&c, &tok);
+  if (posh_unlikely(err))
     return err;
   uint64_t deadline = timeout_ns > 0 ? posh__deadline_from_timeout(timeout_ns) : 0;
   return cond_wait(heap, c, tok, deadline, timeout_ns == 0);

@@ -68,33 +68,27 @@ POSH_EXTERN int posh_lock_destroy(posh_heap_t *heap, posh_off_t lock) {
 POSH_EXTERN int posh_lock_acquire(posh_heap_t *heap, posh_off_t lock,
                                   int64_t timeout_ns) {
   posh__lock_shared_t *l;
-  int err = posh__sync_get(heap, lock, POSH_SYNC_LOCK, (void **)&l);
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, lock, POSH_SYNC_LOCK, (void **)&l, &tok);
   if (posh_unlikely(err))
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (posh_unlikely(!tok))
     return err;
   return take(heap, &l->lw, tok, timeout_ns);
 }
 
 POSH_EXTERN int posh_lock_release(posh_heap_t *heap, posh_off_t lock) {
   posh__lock_shared_t *l;
-  int err = posh__sync_get(heap, lock, POSH_SYNC_LOCK, (void **)&l);
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, lock, POSH_SYNC_LOCK, (void **)&l, &tok);
   if (posh_unlikely(err))
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (posh_unlikely(!tok))
     return err;
   return posh__sync_release_fast(&l->lw, tok);
 }
 
 POSH_EXTERN int posh_lock_consistent(posh_heap_t *heap, posh_off_t lock) {
   posh__lock_shared_t *l;
-  int err = posh__sync_get(heap, lock, POSH_SYNC_LOCK, (void **)&l);
-  if (err)
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (!tok)
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, lock, POSH_SYNC_LOCK, (void **)&l, &tok);
+  if (posh_unlikely(err))
     return err;
   return make_consistent(&l->lw, tok);
 }
@@ -109,11 +103,9 @@ POSH_EXTERN int posh_lock_locked(posh_heap_t *heap, posh_off_t lock) {
 
 POSH_EXTERN int posh_lock_owned(posh_heap_t *heap, posh_off_t lock) {
   posh__lock_shared_t *l;
-  int err = posh__sync_get(heap, lock, POSH_SYNC_LOCK, (void **)&l);
-  if (err)
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (!tok)
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, lock, POSH_SYNC_LOCK, (void **)&l, &tok);
+  if (posh_unlikely(err))
     return err;
   return posh__lock_owner(&l->lw) == tok;
 }
@@ -164,22 +156,18 @@ static int rlock_take(posh_heap_t *heap, posh__rlock_shared_t *l,
 POSH_EXTERN int posh_rlock_acquire(posh_heap_t *heap, posh_off_t rlock,
                                    int64_t timeout_ns) {
   posh__rlock_shared_t *l;
-  int err = posh__sync_get(heap, rlock, POSH_SYNC_RLOCK, (void **)&l);
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, rlock, POSH_SYNC_RLOCK, (void **)&l, &tok);
   if (posh_unlikely(err))
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (posh_unlikely(!tok))
     return err;
   return rlock_take(heap, l, tok, timeout_ns);
 }
 
 POSH_EXTERN int posh_rlock_release(posh_heap_t *heap, posh_off_t rlock) {
   posh__rlock_shared_t *l;
-  int err = posh__sync_get(heap, rlock, POSH_SYNC_RLOCK, (void **)&l);
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, rlock, POSH_SYNC_RLOCK, (void **)&l, &tok);
   if (posh_unlikely(err))
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (posh_unlikely(!tok))
     return err;
   if (posh__lock_owner(&l->lw) != tok)
     return POSH_EPERM;
@@ -193,22 +181,18 @@ POSH_EXTERN int posh_rlock_release(posh_heap_t *heap, posh_off_t rlock) {
 
 POSH_EXTERN int posh_rlock_consistent(posh_heap_t *heap, posh_off_t rlock) {
   posh__rlock_shared_t *l;
-  int err = posh__sync_get(heap, rlock, POSH_SYNC_RLOCK, (void **)&l);
-  if (err)
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (!tok)
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, rlock, POSH_SYNC_RLOCK, (void **)&l, &tok);
+  if (posh_unlikely(err))
     return err;
   return make_consistent(&l->lw, tok);
 }
 
 POSH_EXTERN int posh_rlock_owned(posh_heap_t *heap, posh_off_t rlock) {
   posh__rlock_shared_t *l;
-  int err = posh__sync_get(heap, rlock, POSH_SYNC_RLOCK, (void **)&l);
-  if (err)
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (!tok)
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, rlock, POSH_SYNC_RLOCK, (void **)&l, &tok);
+  if (posh_unlikely(err))
     return err;
   return posh__lock_owner(&l->lw) == tok ? (int)l->count : 0;
 }

@@ -199,11 +199,9 @@ static int try_take(posh_heap_t *heap, posh__sem_shared_t *s, uint32_t tok,
 POSH_EXTERN int posh_sem_acquire(posh_heap_t *heap, posh_off_t sem,
                                  int64_t timeout_ns) {
   posh__sem_shared_t *s;
-  int err = posh__sync_get(heap, sem, POSH_SYNC_SEMAPHORE, (void **)&s);
+  uint32_t tok;
+  int err = posh__sync_get_self(heap, sem, POSH_SYNC_SEMAPHORE, (void **)&s, &tok);
   if (posh_unlikely(err))
-    return err;
-  uint32_t tok = posh__sync_token(heap, &err);
-  if (posh_unlikely(!tok))
     return err;
   uint64_t deadline = timeout_ns > 0 ? posh__deadline_from_timeout(timeout_ns) : 0;
   /* First attempt: no reaping (the common case finds a unit). */

@@ -282,6 +282,16 @@ static inline uint32_t posh__sync_token(posh_heap_t *heap, int *err) {
   return t ? t->token : 0;
 }
 
+/* posh__sync_get, then the calling thread's token. */
+static inline int posh__sync_get_self(posh_heap_t *heap, posh_off_t obj,
+                                      uint32_t type, void **out, uint32_t *tok) {
+  int err = posh__sync_get(heap, obj, type, out);
+  if (posh_unlikely(err))
+    return err;
+  *tok = posh__sync_token(heap, &err);
+  return *tok ? 0 : err;
+}
+
 /* Inline fast paths over lockword.c for the uncontended case, so a Lock
  * costs what its two atomic operations cost.  Anything but "free and
  * consistent" / "ours, no waiters, consistent" goes to lockword.c; the
