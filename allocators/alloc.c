@@ -648,19 +648,11 @@ POSH_EXTERN int posh_block_state(posh_heap_t *heap, const void *ptr) {
  * ---------------------------------------------------------------------- */
 void posh__alloc_thread_exit(posh__tld_t *tld) {
   posh_heap_t *heap = tld->heap;
-  for (int c = 0; c < posh__nclasses; c++) {
-    posh__class_cache_t *cc = &tld->classes[c];
-    uint32_t p = cc->head;
-    while (p) {
-      posh__page_t *pg = &heap->pages[p - 1];
-      p = pg->owner_next;
-      collect_remote(heap, pg, 0);
-      if (pg->used == 0)
-        release_small_page(heap, tld, pg);
-    }
-    cc->page = NULL;
-    cc->head = 0;
-  }
+  for (int c = 0; c < posh__nclasses; c++)
+    tld->classes[c].page = NULL; /* so reclaiming releases every empty page */
+  reclaim_own_pages(heap, tld);
+  for (int c = 0; c < posh__nclasses; c++)
+    tld->classes[c].head = 0;
   /* Pages still holding live blocks wait for an adopter. */
   posh__pages_abandon_owner(heap, tld->token, tld->token);
 }
