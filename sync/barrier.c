@@ -160,9 +160,7 @@ POSH_EXTERN int posh_barrier_open(posh_heap_t *heap, const char *name,
 }
 
 POSH_EXTERN int posh_barrier_destroy(posh_heap_t *heap, posh_off_t barrier) {
-  void *p;
-  int r = posh__sync_get(heap, barrier, POSH_SYNC_BARRIER, &p);
-  return r ? r : posh_sync_destroy(heap, barrier);
+  return posh__sync_destroy_typed(heap, barrier, POSH_SYNC_BARRIER);
 }
 
 POSH_EXTERN int posh_barrier_wait(posh_heap_t *heap, posh_off_t barrier,

@@ -261,6 +261,12 @@ static int unbind_all(posh_heap_t *heap, posh_off_t obj) {
   return l.err;
 }
 
+int posh__sync_destroy_typed(posh_heap_t *heap, posh_off_t obj, uint32_t type) {
+  void *p;
+  int r = posh__sync_get(heap, obj, type, &p);
+  return r ? r : posh_sync_destroy(heap, obj);
+}
+
 POSH_EXTERN int posh_sync_destroy(posh_heap_t *heap, posh_off_t obj) {
   uint32_t type;
   int r = posh_sync_type(heap, obj, &type);

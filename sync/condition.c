@@ -51,9 +51,7 @@ POSH_EXTERN int posh_cond_open(posh_heap_t *heap, const char *name,
 }
 
 POSH_EXTERN int posh_cond_destroy(posh_heap_t *heap, posh_off_t cond) {
-  void *p;
-  int r = posh__sync_get(heap, cond, POSH_SYNC_CONDITION, &p);
-  return r ? r : posh_sync_destroy(heap, cond);
+  return posh__sync_destroy_typed(heap, cond, POSH_SYNC_CONDITION);
 }
 
 POSH_EXTERN int posh_cond_lock(posh_heap_t *heap, posh_off_t cond,
@@ -211,9 +209,7 @@ POSH_EXTERN int posh_event_open(posh_heap_t *heap, const char *name,
 }
 
 POSH_EXTERN int posh_event_destroy(posh_heap_t *heap, posh_off_t event) {
-  void *p;
-  int r = posh__sync_get(heap, event, POSH_SYNC_EVENT, &p);
-  return r ? r : posh_sync_destroy(heap, event);
+  return posh__sync_destroy_typed(heap, event, POSH_SYNC_EVENT);
 }
 
 POSH_EXTERN int posh_event_set(posh_heap_t *heap, posh_off_t event) {

@@ -60,9 +60,7 @@ POSH_EXTERN int posh_lock_open(posh_heap_t *heap, const char *name,
 }
 
 POSH_EXTERN int posh_lock_destroy(posh_heap_t *heap, posh_off_t lock) {
-  void *p;
-  int r = posh__sync_get(heap, lock, POSH_SYNC_LOCK, &p);
-  return r ? r : posh_sync_destroy(heap, lock);
+  return posh__sync_destroy_typed(heap, lock, POSH_SYNC_LOCK);
 }
 
 POSH_EXTERN int posh_lock_acquire(posh_heap_t *heap, posh_off_t lock,
@@ -132,9 +130,7 @@ POSH_EXTERN int posh_rlock_open(posh_heap_t *heap, const char *name,
 }
 
 POSH_EXTERN int posh_rlock_destroy(posh_heap_t *heap, posh_off_t rlock) {
-  void *p;
-  int r = posh__sync_get(heap, rlock, POSH_SYNC_RLOCK, &p);
-  return r ? r : posh_sync_destroy(heap, rlock);
+  return posh__sync_destroy_typed(heap, rlock, POSH_SYNC_RLOCK);
 }
 
 static int rlock_take(posh_heap_t *heap, posh__rlock_shared_t *l,

@@ -208,9 +208,7 @@ POSH_EXTERN int posh_rwlock_open(posh_heap_t *heap, const char *name,
 }
 
 POSH_EXTERN int posh_rwlock_destroy(posh_heap_t *heap, posh_off_t rw) {
-  void *p;
-  int r = posh__sync_get(heap, rw, POSH_SYNC_RWLOCK, &p);
-  return r ? r : posh_sync_destroy(heap, rw);
+  return posh__sync_destroy_typed(heap, rw, POSH_SYNC_RWLOCK);
 }
 
 int posh__rwlock_destroy_check(posh_heap_t *heap, void *obj) {

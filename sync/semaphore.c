@@ -136,9 +136,7 @@ POSH_EXTERN int posh_sem_open(posh_heap_t *heap, const char *name,
 }
 
 POSH_EXTERN int posh_sem_destroy(posh_heap_t *heap, posh_off_t sem) {
-  void *p;
-  int r = posh__sync_get(heap, sem, POSH_SYNC_SEMAPHORE, &p);
-  return r ? r : posh_sync_destroy(heap, sem);
+  return posh__sync_destroy_typed(heap, sem, POSH_SYNC_SEMAPHORE);
 }
 
 /* ------------------------------------------------------------------------

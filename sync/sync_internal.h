@@ -282,6 +282,9 @@ static inline uint32_t posh__sync_token(posh_heap_t *heap, int *err) {
   return t ? t->token : 0;
 }
 
+/* posh_sync_destroy after checking that obj is of this type (POSH_ETYPE). */
+int posh__sync_destroy_typed(posh_heap_t *heap, posh_off_t obj, uint32_t type);
+
 /* posh__sync_get, then the calling thread's token. */
 static inline int posh__sync_get_self(posh_heap_t *heap, posh_off_t obj,
                                       uint32_t type, void **out, uint32_t *tok) {
