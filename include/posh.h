@@ -66,7 +66,9 @@ extern "C" {
   X(ETYPE, -1005, "object handle has the wrong type")                          \
   X(ECLOSED, -1006, "object is closed")                                        \
   X(EBROKEN, -1007, "barrier is broken")                                       \
-  X(EDETACHED, -1008, "heap handle is detached")
+  X(EDETACHED, -1008, "heap handle is detached")                              \
+  X(ESTALE, -1009, "stale object reference: the object no longer exists")     \
+  X(EMSGSIZE, -1010, "message larger than the buffer or the object's bound")
 
 enum posh_errno {
   POSH_OK = 0,
@@ -333,5 +335,6 @@ POSH_EXTERN int posh_heap_check(posh_heap_t *heap, char *report,
 #endif
 
 #include "posh/sync.h"
+#include "posh/object.h"
 
 #endif /* POSH_H */

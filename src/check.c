@@ -85,6 +85,11 @@ POSH_EXTERN int posh_heap_check(posh_heap_t *heap, char *report,
     bad = 1;
   if ((r = posh__directory_check(heap, report, report_len, &used)) != 0)
     bad = 1;
+  r = posh__objects_check(heap, report, report_len, &used);
+  if (r == POSH_ECORRUPT)
+    bad = 1;
+  else if (r)
+    return r;
   r = posh__pages_check(heap, report, report_len, &used);
   if (r == POSH_ECORRUPT)
     bad = 1;

@@ -198,6 +198,7 @@ POSH_EXTERN int posh_heap_create(const char *name,
   handle_bind(heap, base, fd);
   posh__lock_init(&h->page_lock);
   posh__lock_init(&h->dir_lock);
+  posh__lock_init(&h->obj_lock);
   posh__registry_init(heap);
   if ((r = posh__directory_init(heap)))
     goto err;
@@ -391,12 +392,16 @@ POSH_EXTERN int posh_heap_detach(posh_heap_t *heap) {
   pthread_mutex_unlock(&handles_lock);
 
   forget_tld(heap);
+  posh__objects_forget_heap(heap);
   posh__hdr_t *h = heap->hdr;
   if (was_registered) {
     /* Processes killed while attached would keep the count above zero:
      * reap them first when the count decides the heap's name. */
     if (heap->named && (h->flags & POSH_HEAP_UNLINK_ON_LAST_DETACH))
       posh_heap_reap(heap, NULL);
+    /* Our object references go with us (handles still open are the
+     * caller's leak; their memory is freed with the hold records). */
+    posh__objects_drop_slot(heap, heap->proc_slot);
     posh__registry_unregister_process(heap);
     /* Full barrier in unregister's fetch-add orders our last heap accesses
      * before the count drops; whoever sees 0 is the last one out. */

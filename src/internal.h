@@ -63,7 +63,7 @@ static inline uint64_t posh__align_up(uint64_t v, uint64_t a) {
  * Layout constants.
  * ---------------------------------------------------------------------- */
 #define POSH_MAGIC 0x5045454830534f50ull /* "POS0HEEP" little-endian */
-#define POSH_ABI_VERSION 1u
+#define POSH_ABI_VERSION 2u /* 2: shared-object table (objects/) */
 #define POSH_PAGE_SHIFT 16
 #define POSH_PAGE_SIZE (1u << POSH_PAGE_SHIFT) /* allocator page: 64 KiB */
 #define POSH_HEADER_SIZE 4096u
@@ -216,6 +216,17 @@ typedef struct posh__hdr {
   POSH_ALIGNED(64) posh__lockword_t dir_lock;
   uint32_t dir_count; /* dir_lock: bound names */
   uint32_t dir_tombstones; /* dir_lock */
+
+  /* Shared objects (objects/object.c): the list of live objects, the
+   * serial that gives each one its id, and an intent record that lets the
+   * next holder of obj_lock finish a list change or name count whose
+   * writer died (see object.c).  Lock order: obj_lock before dir_lock. */
+  POSH_ALIGNED(64) posh__lockword_t obj_lock;
+  uint64_t obj_head;   /* obj_lock: offset of the first live object, 0 = none */
+  uint64_t obj_serial; /* obj_lock: id of the last object created */
+  uint32_t obj_count;  /* obj_lock: live objects in the list */
+  uint32_t obj_log_op; /* obj_lock: enum posh__obj_log_op in progress, 0 = none */
+  uint64_t obj_log_off; /* obj_lock: the object it concerns */
 } posh__hdr_t;
 _Static_assert(sizeof(posh__hdr_t) <= POSH_HEADER_SIZE, "header fits its page");
 
@@ -420,6 +431,17 @@ int posh__heap_ensure_registered(posh_heap_t *heap);
 /* Token of the calling thread in heap (0 on failure, *err set). */
 uint32_t posh__self_token(posh_heap_t *heap, int *err);
 uint64_t posh__header_checksum(const posh__hdr_t *hdr);
+
+/* ---- objects/object.c */
+/* Drop every object reference held by the (dead or detaching) process in
+ * registry slot `slot`; objects left without references are freed.
+ * 0, or a code when obj_lock could not be taken (the caller keeps the slot
+ * so that a later reap retries). */
+int posh__objects_drop_slot(posh_heap_t *heap, uint32_t slot);
+int posh__objects_check(posh_heap_t *heap, char *report, size_t len,
+                        size_t *used);
+/* Forget this process's hold records of a heap being detached. */
+void posh__objects_forget_heap(posh_heap_t *heap);
 
 /* ---- directory.c */
 int posh__directory_init(posh_heap_t *heap);

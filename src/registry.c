@@ -213,6 +213,11 @@ POSH_EXTERN int posh_heap_reap(posh_heap_t *heap, unsigned *reaped) {
       if (posh__slotw_state(w) != POSH_SLOT_DEAD || (int)posh__slotw_kind(w) != kind)
         continue;
       uint32_t token = posh__token_make(i, posh__slotw_gen(w));
+      /* A dead process's object references go before its slot can be
+       * reused (a newcomer in the slot must not inherit them); if that
+       * cannot be done now the slot stays DEAD for the next reaper. */
+      if (kind == POSH_SLOT_PROCESS && posh__objects_drop_slot(heap, i) != 0)
+        continue;
       if (release_slot(heap, i, token, POSH_SLOT_DEAD)) {
         freed++;
         if (kind == POSH_SLOT_PROCESS) {

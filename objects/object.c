@@ -1,0 +1,825 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * This file contains what every shared object has in common: creation and
+ * publication, opening by name or reference, the process-local hold table,
+ * reference counting (holder processes, names, inner references), freeing
+ * when the last reference goes, dropping a dead process's references, and
+ * the consistency check of the object list.
+ *
+ * Shared state (heap header, under obj_lock): the doubly linked list of
+ * live objects, the id serial, and an intent record.  A process killed
+ * while holding obj_lock leaves at most one list change or name count half
+ * done; the next holder gets EOWNERDEAD and finishes it from the record
+ * (repair_locked).  Holder bits are set and cleared idempotently and need
+ * no record.  One window is not covered: a process killed between
+ * unlinking an object and freeing its blocks leaks those blocks (the heap
+ * stays consistent; the blocks are simply never reused).
+ *
+ * Process-local state: the hold table maps (heap, object id) to the number
+ * of this process's open handles of the object, so that only the first
+ * open and the last close touch shared state.
+ */
+#include "object_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------
+ * Types.
+ * ---------------------------------------------------------------------- */
+/* Types whose file is not linked in (none, in a full build) have no ops;
+ * weak references keep the table buildable one type at a time. */
+extern const posh__obj_ops_t posh__queue_ops __attribute__((weak));
+extern const posh__obj_ops_t posh__pipe_ops __attribute__((weak));
+extern const posh__obj_ops_t posh__pipe_core_ops __attribute__((weak));
+extern const posh__obj_ops_t posh__dict_ops __attribute__((weak));
+extern const posh__obj_ops_t posh__list_ops __attribute__((weak));
+extern const posh__obj_ops_t posh__value_ops __attribute__((weak));
+extern const posh__obj_ops_t posh__array_ops __attribute__((weak));
+
+static const posh__obj_ops_t *ops_of(uint32_t type) {
+  switch (type) {
+  case POSH_OBJ_QUEUE: return &posh__queue_ops;
+  case POSH_OBJ_PIPE: return &posh__pipe_ops;
+  case POSH_OBJ_PIPE_CORE: return &posh__pipe_core_ops;
+  case POSH_OBJ_DICT: return &posh__dict_ops;
+  case POSH_OBJ_LIST: return &posh__list_ops;
+  case POSH_OBJ_VALUE: return &posh__value_ops;
+  case POSH_OBJ_ARRAY: return &posh__array_ops;
+  case POSH_OBJ_BUFFER: return &posh__buffer_ops;
+  default: return NULL;
+  }
+}
+
+POSH_EXTERN const char *posh_obj_type_name(uint32_t type) {
+  const posh__obj_ops_t *ops = ops_of(type);
+  return ops ? ops->name : "?";
+}
+
+/* ------------------------------------------------------------------------
+ * obj_lock and its repair.
+ * ---------------------------------------------------------------------- */
+static uint32_t holder_words(posh_heap_t *heap) {
+  return (heap->hdr->max_slots + 63) / 64;
+}
+
+static uint64_t *holders_of(posh_heap_t *heap, posh__obj_hdr_t *o) {
+  return (uint64_t *)posh__at(heap, o->holders_off);
+}
+
+static int no_refs(posh_heap_t *heap, posh__obj_hdr_t *o) {
+  if (o->names || o->inner)
+    return 0;
+  uint64_t *bits = holders_of(heap, o);
+  for (uint32_t i = 0, n = holder_words(heap); i < n; i++)
+    if (bits[i])
+      return 0;
+  return 1;
+}
+
+struct count_arg {
+  uint64_t off;
+  uint32_t n;
+};
+static int count_names(const char *name, posh_off_t off, uint32_t tag,
+                       void *arg) {
+  (void)name;
+  struct count_arg *c = arg;
+  if (off.v == c->off && (tag & 0xffff0000u) == POSH_OBJ_TAG_BASE)
+    c->n++;
+  return 0;
+}
+
+/* Redo the list link or unlink the dead holder was doing; both are
+ * idempotent given the object's own links, which neither changes. */
+static void redo_link(posh_heap_t *heap, uint64_t off) {
+  posh__hdr_t *h = heap->hdr;
+  posh__obj_hdr_t *o = posh__at(heap, off);
+  if (h->obj_head != off) {
+    posh__obj_hdr_t *next = posh__at(heap, o->next);
+    if (next)
+      next->prev = off;
+    posh_compiler_barrier();
+    h->obj_head = off;
+  }
+  posh_atomic32_store_release(&o->xmagic, POSH__OBJ_MAGIC);
+}
+
+static void redo_unlink(posh_heap_t *heap, uint64_t off) {
+  posh__hdr_t *h = heap->hdr;
+  posh__obj_hdr_t *o = posh__at(heap, off);
+  posh__obj_hdr_t *prev = posh__at(heap, o->prev);
+  posh__obj_hdr_t *next = posh__at(heap, o->next);
+  posh_atomic32_store_relaxed(&o->xmagic, 0);
+  posh_compiler_barrier();
+  if (prev) {
+    if (prev->next == off)
+      prev->next = o->next;
+  } else if (h->obj_head == off) {
+    h->obj_head = o->next;
+  }
+  if (next && next->prev == off)
+    next->prev = o->prev;
+}
+
+static void repair_locked(posh_heap_t *heap) {
+  posh__hdr_t *h = heap->hdr;
+  uint64_t off = h->obj_log_off;
+  switch (h->obj_log_op) {
+  case POSH__OBJ_LOG_LINK:
+    redo_link(heap, off);
+    break;
+  case POSH__OBJ_LOG_UNLINK:
+    redo_unlink(heap, off);
+    break;
+  case POSH__OBJ_LOG_NAMES: {
+    struct count_arg c = {off, 0};
+    posh_name_foreach(heap, count_names, &c);
+    ((posh__obj_hdr_t *)posh__at(heap, off))->names = c.n;
+    break;
+  }
+  default:
+    break;
+  }
+  h->obj_log_op = POSH__OBJ_LOG_NONE;
+  /* Recount the list: the count is not covered by the records. */
+  uint32_t n = 0;
+  for (uint64_t o = h->obj_head; o && n <= UINT32_MAX - 1;
+       o = ((posh__obj_hdr_t *)posh__at(heap, o))->next)
+    n++;
+  h->obj_count = n;
+}
+
+static int obj_lock(posh_heap_t *heap, uint32_t *token_out) {
+  int err = 0;
+  uint32_t token = posh__self_token(heap, &err);
+  if (!token)
+    return err ? err : POSH_EAGAIN;
+  int r = posh__lock_acquire(heap, &heap->hdr->obj_lock, token, -1);
+  if (r == POSH_EOWNERDEAD) {
+    repair_locked(heap);
+    posh__lock_consistent(&heap->hdr->obj_lock);
+    r = 0;
+  }
+  if (r == 0)
+    *token_out = token;
+  return r;
+}
+
+static void obj_unlock(posh_heap_t *heap, uint32_t token) {
+  posh__lock_release(&heap->hdr->obj_lock, token);
+}
+
+/* Start / end an intent record.  The compiler barriers keep the record
+ * before and after the stores it covers, which is all a kill -9 needs. */
+static void log_begin(posh__hdr_t *h, uint32_t op, uint64_t off) {
+  h->obj_log_off = off;
+  posh_compiler_barrier();
+  h->obj_log_op = op;
+  posh_compiler_barrier();
+}
+static void log_end(posh__hdr_t *h) {
+  posh_compiler_barrier();
+  h->obj_log_op = POSH__OBJ_LOG_NONE;
+}
+
+/* Unlink an object whose references are all gone.  obj_lock held; the
+ * caller frees it (destroy) after unlocking. */
+static void unlink_locked(posh_heap_t *heap, posh__obj_hdr_t *o) {
+  posh__hdr_t *h = heap->hdr;
+  log_begin(h, POSH__OBJ_LOG_UNLINK, posh__off_of(heap, o));
+  redo_unlink(heap, posh__off_of(heap, o));
+  h->obj_count--;
+  log_end(h);
+}
+
+/* Free an unlinked object and everything it owns. */
+static void destroy(posh_heap_t *heap, posh__obj_hdr_t *o) {
+  const posh__obj_ops_t *ops = ops_of(o->type);
+  if (ops && ops->finalize)
+    ops->finalize(heap, o);
+  posh_free(heap, posh__at(heap, o->holders_off));
+  posh_free(heap, o);
+}
+
+/* Is off a plausible object address: inside the data area, 64-aligned. */
+static int plausible(posh_heap_t *heap, uint64_t off) {
+  return off >= heap->hdr->data_off && (off & 63) == 0 &&
+         off <= heap->view.capacity - sizeof(posh__obj_hdr_t);
+}
+
+/* ------------------------------------------------------------------------
+ * The process-local hold table: (heap, id) -> handles open in this process.
+ * ---------------------------------------------------------------------- */
+typedef struct posh__obj_hold {
+  posh_heap_t *heap;
+  uint64_t id;
+  uint64_t off;
+  /* proc_token of the registration whose holder bit we own; a forked
+   * child inherits the parent's until it refreshes. */
+  uint32_t proc_token;
+  uint32_t handles;
+  struct posh__obj_hold *next;
+} posh__obj_hold_t;
+
+#define HOLD_BUCKETS 256
+static pthread_mutex_t holds_lock = PTHREAD_MUTEX_INITIALIZER;
+static posh__obj_hold_t *holds[HOLD_BUCKETS]; /* holds_lock */
+static pthread_once_t holds_once = PTHREAD_ONCE_INIT;
+
+static void holds_prepare(void) { pthread_mutex_lock(&holds_lock); }
+static void holds_parent(void) { pthread_mutex_unlock(&holds_lock); }
+static void holds_child(void) { pthread_mutex_init(&holds_lock, NULL); }
+static void holds_init(void) {
+  pthread_atfork(holds_prepare, holds_parent, holds_child);
+}
+
+static posh__obj_hold_t **hold_slot(posh_heap_t *heap, uint64_t id) {
+  posh__obj_hold_t **pp = &holds[id % HOLD_BUCKETS];
+  while (*pp && !((*pp)->heap == heap && (*pp)->id == id))
+    pp = &(*pp)->next;
+  return pp;
+}
+
+void posh__objects_forget_heap(posh_heap_t *heap) {
+  pthread_once(&holds_once, holds_init);
+  pthread_mutex_lock(&holds_lock);
+  for (int b = 0; b < HOLD_BUCKETS; b++) {
+    posh__obj_hold_t **pp = &holds[b];
+    while (*pp) {
+      if ((*pp)->heap == heap) {
+        posh__obj_hold_t *dead = *pp;
+        *pp = dead->next;
+        free(dead);
+      } else {
+        pp = &(*pp)->next;
+      }
+    }
+  }
+  pthread_mutex_unlock(&holds_lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Handles.
+ * ---------------------------------------------------------------------- */
+static int make_handle(posh_heap_t *heap, posh__obj_hdr_t *o,
+                       posh__obj_hold_t *hold, posh_obj_t **out) {
+  posh_obj_t *h = calloc(1, sizeof *h);
+  if (!h)
+    return POSH_ENOMEM;
+  h->heap = heap;
+  h->hdr = o;
+  h->id = o->id;
+  h->type = o->type;
+  h->proc_token = hold->proc_token;
+  const posh__obj_ops_t *ops = ops_of(o->type);
+  if (ops && ops->local_open) {
+    int r = ops->local_open(h);
+    if (r) {
+      free(h);
+      return r;
+    }
+  }
+  *out = h;
+  return 0;
+}
+
+/* Drop this process's holder bit (obj_lock taken here); frees the object
+ * when that was the last reference. */
+static int release_holder(posh_heap_t *heap, uint64_t off, uint64_t id) {
+  uint32_t tok;
+  int r = obj_lock(heap, &tok);
+  if (r)
+    return r;
+  posh__obj_hdr_t *o = posh__at(heap, off);
+  int gone = 0;
+  if (posh_atomic32_load_relaxed(&o->xmagic) == POSH__OBJ_MAGIC && o->id == id) {
+    uint32_t s = heap->proc_slot;
+    holders_of(heap, o)[s / 64] &= ~(1ull << (s % 64));
+    if (no_refs(heap, o)) {
+      unlink_locked(heap, o);
+      gone = 1;
+    }
+  }
+  obj_unlock(heap, tok);
+  if (gone)
+    destroy(heap, o);
+  return 0;
+}
+
+/* Take a reference for this process on the object at off (which must have
+ * id `id` (0: any) and type `type` (0: any)), obj_lock held by the caller.
+ * Returns 0, POSH_ESTALE or POSH_ETYPE. */
+static int hold_locked(posh_heap_t *heap, uint64_t off, uint64_t id,
+                       uint32_t type) {
+  posh__obj_hdr_t *o = posh__at(heap, off);
+  if (posh_atomic32_load_relaxed(&o->xmagic) != POSH__OBJ_MAGIC ||
+      (id && o->id != id))
+    return POSH_ESTALE;
+  if (type && o->type != type)
+    return POSH_ETYPE;
+  uint32_t s = heap->proc_slot;
+  holders_of(heap, o)[s / 64] |= 1ull << (s % 64);
+  return 0;
+}
+
+/* Open a handle to the object at off.  `lookup_name`: look the name up
+ * under obj_lock instead (names change only under it). */
+static int open_common(posh_heap_t *heap, const char *lookup_name, uint64_t off,
+                       uint64_t id, uint32_t type, posh_obj_t **out) {
+  int r = posh__heap_ensure_registered(heap);
+  if (r)
+    return r;
+  pthread_once(&holds_once, holds_init);
+  pthread_mutex_lock(&holds_lock);
+  uint32_t tok;
+  if ((r = obj_lock(heap, &tok)) != 0)
+    goto out_holds;
+  if (lookup_name) {
+    posh_off_t noff;
+    uint32_t tag;
+    r = posh_name_lookup(heap, lookup_name, &noff, &tag);
+    if (r == 0 && ((tag & 0xffff0000u) != POSH_OBJ_TAG_BASE ||
+                   !plausible(heap, noff.v)))
+      r = POSH_ETYPE;
+    if (r)
+      goto out_lock;
+    off = noff.v;
+    posh__obj_hdr_t *o = posh__at(heap, off);
+    if (posh_atomic32_load_relaxed(&o->xmagic) != POSH__OBJ_MAGIC) {
+      r = POSH_ECORRUPT; /* a name always holds its object */
+      goto out_lock;
+    }
+    id = o->id;
+  }
+  posh__obj_hdr_t *o = posh__at(heap, off);
+  posh__obj_hold_t **pp = hold_slot(heap, id), *hold = *pp;
+  if (hold && hold->proc_token == heap->proc_token) {
+    /* Already held by this process: only check the type. */
+    r = (type && o->type != type) ? POSH_ETYPE : 0;
+  } else {
+    r = hold_locked(heap, off, id, type);
+  }
+  if (r)
+    goto out_lock;
+  int fresh = hold == NULL;
+  if (fresh) {
+    hold = calloc(1, sizeof *hold);
+    if (!hold) {
+      r = POSH_ENOMEM;
+      goto out_lock; /* the bit stays: dropped at detach or reap */
+    }
+    hold->heap = heap;
+    hold->id = id;
+    hold->off = off;
+    *pp = hold;
+  }
+  hold->proc_token = heap->proc_token;
+  obj_unlock(heap, tok);
+  r = make_handle(heap, o, hold, out);
+  if (r == 0)
+    hold->handles++;
+  else if (hold->handles == 0) {
+    *hold_slot(heap, id) = hold->next;
+    free(hold);
+    release_holder(heap, off, id);
+  }
+  pthread_mutex_unlock(&holds_lock);
+  return r;
+out_lock:
+  obj_unlock(heap, tok);
+out_holds:
+  pthread_mutex_unlock(&holds_lock);
+  return r;
+}
+
+int posh__obj_refresh(posh_obj_t *o) {
+  posh_heap_t *heap = o->heap;
+  int r = posh__heap_ensure_registered(heap);
+  if (r)
+    return r;
+  pthread_once(&holds_once, holds_init);
+  pthread_mutex_lock(&holds_lock);
+  posh__obj_hold_t *hold = *hold_slot(heap, o->id);
+  if (!hold) {
+    r = POSH_ESTALE; /* cannot happen while the handle is open */
+  } else if (hold->proc_token != heap->proc_token) {
+    uint32_t tok;
+    if ((r = obj_lock(heap, &tok)) == 0) {
+      r = hold_locked(heap, hold->off, hold->id, 0);
+      obj_unlock(heap, tok);
+      if (r == 0)
+        hold->proc_token = heap->proc_token;
+    }
+  }
+  if (r == 0)
+    o->proc_token = hold->proc_token;
+  pthread_mutex_unlock(&holds_lock);
+  return r;
+}
+
+/* ------------------------------------------------------------------------
+ * Creation.
+ * ---------------------------------------------------------------------- */
+void *posh__obj_alloc(posh_heap_t *heap, uint32_t type, uint32_t flags,
+                      size_t size, size_t align, int *err) {
+  if (!heap) {
+    *err = POSH_EINVAL;
+    return NULL;
+  }
+  if (heap->detached) {
+    *err = POSH_EDETACHED;
+    return NULL;
+  }
+  if (align < POSH_CACHELINE)
+    align = POSH_CACHELINE;
+  if (size < sizeof(posh__obj_hdr_t))
+    size = sizeof(posh__obj_hdr_t);
+  if (size > heap->view.capacity) {
+    *err = POSH_ENOMEM;
+    return NULL;
+  }
+  /* Whole cache lines: an object shares no line with its neighbours. */
+  size = (size_t)posh__align_up(size, POSH_CACHELINE);
+  posh__obj_hdr_t *o = posh_aligned_alloc(heap, align, size);
+  uint64_t *bits = posh_calloc(heap, holder_words(heap), sizeof(uint64_t));
+  if (!o || !bits) {
+    *err = posh_last_error() ? posh_last_error() : POSH_ENOMEM;
+    posh_free(heap, o);
+    posh_free(heap, bits);
+    return NULL;
+  }
+  memset(o, 0, size);
+  o->type = (uint16_t)type;
+  o->flags = (uint16_t)flags;
+  o->size = size;
+  o->holders_off = posh__off_of(heap, bits);
+  return o;
+}
+
+void posh__obj_discard(posh_heap_t *heap, void *obj) {
+  posh__obj_hdr_t *o = obj;
+  if (!o)
+    return;
+  posh_free(heap, posh__at(heap, o->holders_off));
+  posh_free(heap, o);
+}
+
+int posh__obj_publish(posh_heap_t *heap, void *obj, const char *name,
+                      posh_obj_t **out) {
+  posh__obj_hdr_t *o = obj;
+  int r = posh__heap_ensure_registered(heap);
+  if (r) {
+    destroy(heap, o);
+    return r;
+  }
+  pthread_once(&holds_once, holds_init);
+  posh__obj_hold_t *hold = calloc(1, sizeof *hold);
+  if (!hold) {
+    destroy(heap, o);
+    return POSH_ENOMEM;
+  }
+  pthread_mutex_lock(&holds_lock);
+  uint32_t tok;
+  if ((r = obj_lock(heap, &tok)) != 0) {
+    pthread_mutex_unlock(&holds_lock);
+    free(hold);
+    destroy(heap, o);
+    return r;
+  }
+  posh__hdr_t *h = heap->hdr;
+  uint64_t off = posh__off_of(heap, o);
+  o->id = ++h->obj_serial;
+  uint32_t s = heap->proc_slot;
+  holders_of(heap, o)[s / 64] |= 1ull << (s % 64);
+  o->prev = 0;
+  o->next = h->obj_head;
+  /* The record covers the two stores that link it; the magic is stored
+   * last with release, pairing with open_ref's first-filter load. */
+  log_begin(h, POSH__OBJ_LOG_LINK, off);
+  redo_link(heap, off);
+  h->obj_count++;
+  log_end(h);
+  obj_unlock(heap, tok);
+
+  hold->heap = heap;
+  hold->id = o->id;
+  hold->off = off;
+  hold->proc_token = heap->proc_token;
+  *hold_slot(heap, o->id) = hold;
+  posh_obj_t *handle = NULL;
+  r = make_handle(heap, o, hold, &handle);
+  if (r == 0)
+    hold->handles = 1;
+  else {
+    *hold_slot(heap, o->id) = hold->next;
+    free(hold);
+  }
+  pthread_mutex_unlock(&holds_lock);
+  if (r) {
+    release_holder(heap, off, o->id);
+    return r;
+  }
+  if (name && (r = posh_obj_bind(handle, name)) != 0) {
+    posh_obj_close(handle);
+    return r;
+  }
+  *out = handle;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Public API.
+ * ---------------------------------------------------------------------- */
+POSH_EXTERN int posh_obj_open(posh_heap_t *heap, const char *name,
+                              uint32_t type, posh_obj_t **obj_out) {
+  if (!heap || !name || !obj_out || type > POSH_OBJ_TYPE_MAX)
+    return POSH_EINVAL;
+  if (heap->detached)
+    return POSH_EDETACHED;
+  return open_common(heap, name, 0, 0, type, obj_out);
+}
+
+POSH_EXTERN int posh_obj_open_ref(posh_heap_t *heap, const posh_obj_ref_t *ref,
+                                  posh_obj_t **obj_out) {
+  if (!heap || !ref || !obj_out || ref->id == 0 || ref->type == 0 ||
+      ref->type > POSH_OBJ_TYPE_MAX || ref->reserved)
+    return POSH_EINVAL;
+  if (heap->detached)
+    return POSH_EDETACHED;
+  if (!plausible(heap, ref->off))
+    return POSH_EFAULT;
+  return open_common(heap, NULL, ref->off, ref->id, ref->type, obj_out);
+}
+
+POSH_EXTERN int posh_obj_dup(posh_obj_t *obj, posh_obj_t **obj_out) {
+  if (!obj || !obj_out)
+    return POSH_EINVAL;
+  void *shared;
+  int r = posh__obj_get(obj, obj->type, &shared);
+  if (r)
+    return r;
+  return open_common(obj->heap, NULL, posh__off_of(obj->heap, obj->hdr),
+                     obj->id, obj->type, obj_out);
+}
+
+POSH_EXTERN int posh_obj_close(posh_obj_t *obj) {
+  if (!obj)
+    return 0;
+  posh_heap_t *heap = obj->heap;
+  const posh__obj_ops_t *ops = ops_of(obj->type);
+  if (ops && ops->local_close)
+    ops->local_close(obj);
+  int r = 0;
+  pthread_once(&holds_once, holds_init);
+  pthread_mutex_lock(&holds_lock);
+  posh__obj_hold_t **pp = hold_slot(heap, obj->id), *hold = *pp;
+  if (hold && --hold->handles == 0) {
+    *pp = hold->next;
+    /* Only a reference this registration holds is ours to drop (a forked
+     * child that never used the handle holds none: the parent's bit is the
+     * parent's). */
+    if (hold->proc_token == heap->proc_token && !heap->needs_register &&
+        !heap->detached)
+      r = release_holder(heap, hold->off, hold->id);
+    free(hold);
+  }
+  pthread_mutex_unlock(&holds_lock);
+  free(obj);
+  return r;
+}
+
+POSH_EXTERN int posh_obj_ref(const posh_obj_t *obj, posh_obj_ref_t *ref_out) {
+  if (!obj || !ref_out)
+    return POSH_EINVAL;
+  ref_out->off = posh__off_of(obj->heap, obj->hdr);
+  ref_out->id = obj->id;
+  ref_out->type = obj->type;
+  ref_out->reserved = 0;
+  return 0;
+}
+
+POSH_EXTERN int posh_obj_type(const posh_obj_t *obj) {
+  return obj ? (int)obj->type : POSH_EINVAL;
+}
+
+POSH_EXTERN posh_heap_t *posh_obj_heap(const posh_obj_t *obj) {
+  return obj ? obj->heap : NULL;
+}
+
+POSH_EXTERN posh_off_t posh_obj_off(const posh_obj_t *obj) {
+  posh_off_t off = {obj ? posh__off_of(obj->heap, obj->hdr) : 0};
+  return off;
+}
+
+POSH_EXTERN int posh_obj_bind(posh_obj_t *obj, const char *name) {
+  if (!obj || !name)
+    return POSH_EINVAL;
+  void *shared;
+  int r = posh__obj_get(obj, obj->type, &shared);
+  if (r)
+    return r;
+  posh_heap_t *heap = obj->heap;
+  uint32_t tok;
+  if ((r = obj_lock(heap, &tok)) != 0)
+    return r;
+  posh__hdr_t *h = heap->hdr;
+  uint64_t off = posh__off_of(heap, obj->hdr);
+  log_begin(h, POSH__OBJ_LOG_NAMES, off);
+  r = posh_name_bind(heap, name, (posh_off_t){off}, POSH_OBJ_TAG(obj->type));
+  if (r == 0)
+    obj->hdr->names++;
+  log_end(h);
+  obj_unlock(heap, tok);
+  return r;
+}
+
+POSH_EXTERN int posh_obj_unbind(posh_heap_t *heap, const char *name) {
+  if (!heap || !name)
+    return POSH_EINVAL;
+  if (heap->detached)
+    return POSH_EDETACHED;
+  uint32_t tok;
+  int r = obj_lock(heap, &tok);
+  if (r)
+    return r;
+  posh_off_t off;
+  uint32_t tag;
+  posh__obj_hdr_t *o = NULL;
+  int gone = 0;
+  r = posh_name_lookup(heap, name, &off, &tag);
+  if (r == 0 && ((tag & 0xffff0000u) != POSH_OBJ_TAG_BASE ||
+                 !plausible(heap, off.v)))
+    r = POSH_ETYPE;
+  if (r == 0) {
+    posh__hdr_t *h = heap->hdr;
+    o = posh__at(heap, off.v);
+    log_begin(h, POSH__OBJ_LOG_NAMES, off.v);
+    r = posh_name_unbind(heap, name, off);
+    if (r == 0 && o->names > 0)
+      o->names--;
+    log_end(h);
+    if (r == 0 && no_refs(heap, o)) {
+      unlink_locked(heap, o);
+      gone = 1;
+    }
+  }
+  obj_unlock(heap, tok);
+  if (gone)
+    destroy(heap, o);
+  return r;
+}
+
+POSH_EXTERN int posh_obj_refs(posh_obj_t *obj, uint32_t *processes,
+                              uint32_t *names) {
+  if (!obj)
+    return POSH_EINVAL;
+  void *shared;
+  int r = posh__obj_get(obj, obj->type, &shared);
+  if (r)
+    return r;
+  uint32_t tok;
+  if ((r = obj_lock(obj->heap, &tok)) != 0)
+    return r;
+  uint32_t n = 0;
+  uint64_t *bits = holders_of(obj->heap, obj->hdr);
+  for (uint32_t i = 0, w = holder_words(obj->heap); i < w; i++)
+    n += (uint32_t)__builtin_popcountll(bits[i]);
+  if (processes)
+    *processes = n;
+  if (names)
+    *names = obj->hdr->names;
+  obj_unlock(obj->heap, tok);
+  return 0;
+}
+
+int posh__obj_inner_ref(posh_heap_t *heap, posh__obj_hdr_t *o, int delta) {
+  uint32_t tok;
+  int r = obj_lock(heap, &tok);
+  if (r)
+    return r;
+  int gone = 0;
+  if (delta > 0)
+    o->inner += (uint32_t)delta;
+  else if (o->inner >= (uint32_t)-delta)
+    o->inner -= (uint32_t)-delta;
+  if (delta < 0 && no_refs(heap, o)) {
+    unlink_locked(heap, o);
+    gone = 1;
+  }
+  obj_unlock(heap, tok);
+  if (gone)
+    destroy(heap, o);
+  return 0;
+}
+
+POSH_EXTERN int posh_obj_foreach(posh_heap_t *heap, posh_obj_visit_fn visit,
+                                 void *arg) {
+  if (!heap || !visit)
+    return POSH_EINVAL;
+  if (heap->detached)
+    return POSH_EDETACHED;
+  uint32_t tok;
+  int r = obj_lock(heap, &tok);
+  if (r)
+    return r;
+  for (uint64_t off = heap->hdr->obj_head; off && r == 0;) {
+    posh__obj_hdr_t *o = posh__at(heap, off);
+    posh_obj_info_t info = {{off, o->id, o->type, 0}, o->size, 0, o->names};
+    uint64_t *bits = holders_of(heap, o);
+    for (uint32_t i = 0, w = holder_words(heap); i < w; i++)
+      info.processes += (uint32_t)__builtin_popcountll(bits[i]);
+    r = visit(&info, arg);
+    off = o->next;
+  }
+  obj_unlock(heap, tok);
+  return r;
+}
+
+/* ------------------------------------------------------------------------
+ * Reaping and checking.
+ * ---------------------------------------------------------------------- */
+int posh__objects_drop_slot(posh_heap_t *heap, uint32_t slot) {
+  posh__hdr_t *h = heap->hdr;
+  /* A plain read is enough: a dead process's bits are only in objects
+   * that were linked before it died, so an empty list means none. */
+  if (*(volatile uint64_t *)&h->obj_head == 0)
+    return 0;
+  for (;;) {
+    uint32_t tok;
+    int r = obj_lock(heap, &tok);
+    if (r)
+      return r;
+    /* Unlink every object left without references; free them after
+     * unlocking, up to a batch at a time. */
+    posh__obj_hdr_t *dead[64];
+    int ndead = 0, more = 0;
+    for (uint64_t off = h->obj_head; off;) {
+      posh__obj_hdr_t *o = posh__at(heap, off);
+      off = o->next;
+      uint64_t *w = &holders_of(heap, o)[slot / 64];
+      if (!(*w & (1ull << (slot % 64))))
+        continue;
+      *w &= ~(1ull << (slot % 64));
+      if (no_refs(heap, o)) {
+        if (ndead == (int)POSH_ARRAY_SIZE(dead)) {
+          *w |= 1ull << (slot % 64); /* next batch */
+          more = 1;
+          break;
+        }
+        unlink_locked(heap, o);
+        dead[ndead++] = o;
+      }
+    }
+    obj_unlock(heap, tok);
+    for (int i = 0; i < ndead; i++)
+      destroy(heap, dead[i]);
+    if (!more)
+      return 0;
+  }
+}
+
+int posh__objects_check(posh_heap_t *heap, char *report, size_t len,
+                        size_t *used) {
+  uint32_t tok;
+  int r = obj_lock(heap, &tok);
+  if (r)
+    return r;
+  posh__hdr_t *h = heap->hdr;
+  int bad = 0;
+  uint32_t n = 0;
+  uint64_t prev = 0;
+  for (uint64_t off = h->obj_head; off; off = ((posh__obj_hdr_t *)posh__at(heap, off))->next) {
+    if (!plausible(heap, off)) {
+      posh__report(report, len, used, "objects: bad link %#llx\n",
+                   (unsigned long long)off);
+      bad = 1;
+      break;
+    }
+    posh__obj_hdr_t *o = posh__at(heap, off);
+    if (posh_atomic32_load_relaxed(&o->xmagic) != POSH__OBJ_MAGIC ||
+        !ops_of(o->type) || o->prev != prev ||
+        posh_block_state(heap, o) != POSH_BLOCK_ALLOCATED ||
+        posh_block_state(heap, posh__at(heap, o->holders_off)) != POSH_BLOCK_ALLOCATED) {
+      posh__report(report, len, used,
+                   "objects: object at %#llx (type %u) is inconsistent\n",
+                   (unsigned long long)off, o->type);
+      bad = 1;
+    } else if (no_refs(heap, o)) {
+      posh__report(report, len, used,
+                   "objects: object at %#llx has no references\n",
+                   (unsigned long long)off);
+      bad = 1;
+    }
+    prev = off;
+    if (++n > h->obj_count)
+      break;
+  }
+  if (n != h->obj_count) {
+    posh__report(report, len, used, "objects: list has %u, count says %u\n",
+                 n, h->obj_count);
+    bad = 1;
+  }
+  obj_unlock(heap, tok);
+  return bad ? POSH_ECORRUPT : 0;
+}
