@@ -20,6 +20,15 @@ static void usage(FILE *out) {
           "  --quiet prints only the check result.\n");
 }
 
+static int print_object(const posh_obj_info_t *info, void *arg) {
+  (void)arg;
+  printf("  %-10s offset %-12" PRIu64 " id %-8" PRIu64 " %8" PRIu64
+         " B  held by %" PRIu32 " process(es), %" PRIu32 " name(s)\n",
+         posh_obj_type_name(info->ref.type), info->ref.off, info->ref.id,
+         info->size, info->processes, info->names);
+  return 0;
+}
+
 static int print_name(const char *name, posh_off_t off, uint32_t tag, void *arg) {
   (void)arg;
   printf("  %-40s offset %-12" PRIu64 " type 0x%08" PRIx32 "\n", name, off.v, tag);
@@ -111,6 +120,8 @@ int main(int argc, char **argv) {
 
     printf("named objects (%u)\n", st.names);
     posh_name_foreach(heap, print_name, NULL);
+    printf("shared objects\n");
+    posh_obj_foreach(heap, print_object, NULL);
 
     printf("size classes in use\n");
     printf("  %8s %8s %12s %12s\n", "block", "pages", "in use", "free");
