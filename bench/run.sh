@@ -158,7 +158,7 @@ ratios=$(awk '
 [ -n "$ratios" ] && echo "$ratios"
 echo "$ratios" >>"$all"
 
-# Targets: metric, comparison, bound (issues 2 and 3).
+# Targets: metric, comparison, bound (issues 2, 3, 4 and 5).
 awk '
   FNR == NR { if ($1 == "BENCH") val[$2] = $3; next }
   NF >= 3 && $1 !~ /^#/ {
@@ -175,6 +175,16 @@ alloc.larson.posh.overhead <= 1.2
 sync.lock.uncontended.posh_vs_pthread_robust >= 1.0
 sync.lock.contended2p.posh_vs_pthread_robust >= 1.0
 sync.wake.roundtrip.posh_vs_sem >= 1.0
+queue.rtt.8B.posh_per_spin <= 2
+queue.1p1c.8B.posh >= 10000000
+queue.1p1c.1MiB.posh_per_memcpy >= 0.5
+dict.get.posh >= 10000000
+py.manager_dict.posh_vs_mp >= 50
+py.queue.small.posh_vs_mp >= 20
+py.queue.rtt.posh_vs_mp >= 20
+py.pool.apply_async.posh_vs_mp >= 5
+py.pool.imap_unordered1.posh_vs_mp >= 5
+py.numpy100MB.posh_vs_mp >= 10
 EOF
 
 exit $status

@@ -336,5 +336,9 @@ POSH_EXTERN int posh_heap_check(posh_heap_t *heap, char *report,
 
 #include "posh/sync.h"
 #include "posh/object.h"
+#include "posh/queue.h"
+#include "posh/dict.h"
+#include "posh/list.h"
+#include "posh/value.h"
 
 #endif /* POSH_H */

@@ -21,25 +21,35 @@ else
 fi
 
 status=0
-run_check() { # dir, label
-  echo "== make check ($2)"
-  if ! make -C "$1" -s check; then
+run_check() { # dir, label, make arguments...
+  local dir=$1 label=$2
+  shift 2
+  echo "== make check ($label)"
+  if ! make -C "$dir" -s check "$@"; then
     status=1
-    for log in "$1"/tests/*.log; do
+    for log in "$dir"/tests/*.log; do
       grep -q "^# FAIL\|FAIL\|ERROR" "$log" 2>/dev/null && { echo "--- $log"; tail -40 "$log"; }
     done
   fi
   # Print the per-test summaries so the closing counts are visible.
-  cat "$1"/test-suite.log 2>/dev/null | sed -n '1,12p'
+  cat "$dir"/test-suite.log 2>/dev/null | sed -n '1,12p'
 }
-run_check "${dirs[0]}" "${dirs[0]}"
+if [ $full = 1 ]; then
+  run_check "${dirs[0]}" "${dirs[0]}" PYBIND_CFLAGS=-Werror
+else
+  run_check "${dirs[0]}" "${dirs[0]}"
+fi
 
 if [ $full = 1 ]; then
   echo "== ASan+UBSan build"
   mkdir -p build-asan
-  (cd build-asan && { [ -f Makefile ] || "$ROOT/configure" -q --enable-werror --enable-sanitizers --enable-debug PYTHON="${PYTHON:-/usr/bin/python3}"; } && make -s -j"$(nproc)" >/dev/null)
+  (cd build-asan && { [ -f Makefile ] || "$ROOT/configure" -q --enable-werror --enable-sanitizers --enable-debug PYTHON="${PYTHON:-/usr/bin/python3}"; } && make -s -j"$(nproc)" NO_PYBIND=1 >/dev/null)
+  # The sanitizer build skips the Python suite (the interpreter is not
+  # instrumented) and runs the multi-process stress tests with fewer
+  # messages (ASan makes each one ~10x slower).
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    run_check build-asan "ASan+UBSan, debug"
+    POSH_STRESS_MSGS=${POSH_STRESS_MSGS_ASAN:-100000} \
+    run_check build-asan "ASan+UBSan, debug" NO_PYBIND=1
   echo "== make distcheck"
   if ! make -C build-ci -s distcheck DISTCHECK_CONFIGURE_FLAGS="PYTHON=${PYTHON:-/usr/bin/python3}" >/tmp/posh-distcheck.log 2>&1; then
     tail -40 /tmp/posh-distcheck.log
@@ -62,6 +72,15 @@ for d in "${dirs[@]}" build-asan; do
     grep -q "^\[  PASSED  \]\|^\[  FAILED  \]" "$log" || failed=$((failed + 1)) # crashed suite
   done
 done
+# The Python suite (unittest): "Ran N tests", then "OK" or "FAILED (...)".
+pylog="${dirs[0]}/pybind/test-python.log"
+if [ -f "$pylog" ]; then
+  p=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in .*/\1/p' "$pylog" | tail -n 1)
+  f=$(sed -n 's/^FAILED (\(.*\))/\1/p' "$pylog" | tr ',' '\n' | sed -n 's/.*\(failures\|errors\)=\([0-9]*\)/\2/p' | awk '{s+=$1} END {print s+0}')
+  [ $status != 0 ] && grep -q "^FAILED" "$pylog" && tail -n 60 "$pylog"
+  passed=$((passed + ${p:-0} - ${f:-0})); failed=$((failed + ${f:-0}))
+  echo "python: ${p:-0} tests run, ${f:-0} failed or errored"
+fi
 grep -h "^torture: " "${dirs[0]}"/tests/test_torture.log 2>/dev/null || true
 echo
 if [ $status = 0 ]; then echo "test.sh: all suites passed"; else echo "test.sh: FAILURES"; fi

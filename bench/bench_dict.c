@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * This file contains the dict benchmark: one process, 1M keys of 16 bytes
+ * with 64-byte values, gets and overwriting sets in random order (keys and
+ * order precomputed), then gets from two processes at once (total rate).
+ *
+ *   BENCH dict.get.posh   <ops/s>
+ *   BENCH dict.set.posh   <ops/s>
+ *   BENCH dict.get2p.posh <ops/s>
+ *
+ * Env: BENCH_SCALE (float, default 1) multiplies the number of timed
+ * operations; DICT_BENCH_KEYS overrides the key count; DICT_BENCH_CPU=1
+ * also prints each get loop's rate per CPU-second on stderr.
+ */
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "posh.h"
+#include "posh/dict.h"
+
+#define KLEN 16
+#define VLEN 64
+
+static char heap_name[64];
+static void cleanup(void) { posh_heap_unlink(heap_name); }
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rnd(uint64_t *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+static void make_key(unsigned char *k, uint64_t i) {
+  uint64_t a = i * 0x9E3779B97F4A7C15ull, b = ~i * 0xBF58476D1CE4E5B9ull;
+  memcpy(k, &a, 8);
+  memcpy(k + 8, &b, 8);
+}
+
+/* nops gets of the keys in seq (the keys in access order, precomputed). */
+static double run_gets(posh_obj_t *d, const unsigned char *seq, uint64_t nops,
+                       uint64_t nkeys) {
+  unsigned char v[VLEN];
+  size_t vl;
+  uint64_t bad = 0;
+  double t0 = now_s(), c0 = cpu_s();
+  for (uint64_t i = 0; i < nops; i++) {
+    const unsigned char *k = seq + (size_t)(i % nkeys) * KLEN;
+    bad += posh_dict_get(d, k, KLEN, v, sizeof v, &vl) != 0;
+  }
+  double dt = now_s() - t0, dc = cpu_s() - c0;
+  if (getenv("DICT_BENCH_CPU"))
+    fprintf(stderr, "  (get: %.0f ops per CPU second, %.0f%% CPU)\n",
+            (double)nops / dc, 100.0 * dc / dt);
+  if (bad) {
+    fprintf(stderr, "bench_dict: %llu gets failed\n", (unsigned long long)bad);
+    exit(1);
+  }
+  return (double)nops / dt;
+}
+
+int main(void) {
+  const char *sc = getenv("BENCH_SCALE");
+  double scale = sc && *sc ? atof(sc) : 1.0;
+  if (scale <= 0)
+    scale = 1.0;
+  const char *nk = getenv("DICT_BENCH_KEYS");
+  uint64_t nkeys = nk && *nk ? strtoull(nk, NULL, 0) : 1000000;
+  uint64_t nops = (uint64_t)(3e6 * scale);
+  if (nops < nkeys / 4)
+    nops = nkeys / 4;
+
+  snprintf(heap_name, sizeof heap_name, "/posh-bench-%d-dict", (int)getpid());
+  posh_heap_options_t o = {0};
+  o.capacity = 2ull << 30;
+  posh_heap_t *h;
+  int r = posh_heap_create(heap_name, &o, &h);
+  if (r) {
+    fprintf(stderr, "bench_dict: heap: %s\n", posh_strerror(r));
+    return 1;
+  }
+  atexit(cleanup);
+  posh_dict_options_t dopt = {nkeys};
+  posh_obj_t *d;
+  if ((r = posh_dict_create(h, NULL, &dopt, &d)) != 0) {
+    fprintf(stderr, "bench_dict: create: %s\n", posh_strerror(r));
+    return 1;
+  }
+  unsigned char *keys = malloc((size_t)nkeys * KLEN);
+  unsigned char *seq = malloc((size_t)nkeys * KLEN);
+  uint32_t *order = malloc((size_t)nkeys * sizeof *order);
+  unsigned char v[VLEN];
+  memset(v, 'v', sizeof v);
+  if (!keys || !seq || !order)
+    return 1;
+  for (uint64_t i = 0; i < nkeys; i++) {
+    make_key(keys + i * KLEN, i);
+    order[i] = (uint32_t)i;
+  }
+  uint64_t s = 88172645463325252ull;
+  for (uint64_t i = nkeys - 1; i > 0; i--) {
+    uint64_t j = rnd(&s) % (i + 1);
+    uint32_t t = order[i];
+    order[i] = order[j];
+    order[j] = t;
+  }
+  for (uint64_t i = 0; i < nkeys; i++)
+    memcpy(seq + i * KLEN, keys + (size_t)order[i] * KLEN, KLEN);
+  for (uint64_t i = 0; i < nkeys; i++)
+    if ((r = posh_dict_set(d, keys + i * KLEN, KLEN, v, VLEN)) != 0) {
+      fprintf(stderr, "bench_dict: fill: %s\n", posh_strerror(r));
+      return 1;
+    }
+
+  /* get: one process, random order. */
+  run_gets(d, seq, nkeys / 4, nkeys); /* warm up */
+  double get = run_gets(d, seq, nops, nkeys);
+  printf("BENCH dict.get.posh %.0f ops/s\n", get);
+  fflush(stdout);
+
+  /* set: overwrite existing keys, random order. */
+  uint64_t sops = nops / 2;
+  double t0 = now_s();
+  for (uint64_t i = 0; i < sops; i++) {
+    v[0] = (unsigned char)i;
+    if (posh_dict_set(d, seq + (size_t)(i % nkeys) * KLEN, KLEN, v, VLEN) != 0)
+      return 1;
+  }
+  double set = (double)sops / (now_s() - t0);
+  printf("BENCH dict.set.posh %.0f ops/s\n", set);
+  fflush(stdout);
+
+  /* get2p: two processes reading at once; each reports its rate through a
+   * shared page; the figure is the sum. */
+  double *rates = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (rates == MAP_FAILED)
+    return 1;
+  int go[2];
+  if (pipe(go) != 0)
+    return 1;
+  pid_t kids[2];
+  for (int c = 0; c < 2; c++) {
+    fflush(stdout);
+    kids[c] = fork();
+    if (kids[c] == 0) {
+      char b;
+      close(go[1]);
+      if (read(go[0], &b, 1) < 0)
+        _exit(1);
+      /* The second process starts half-way through the sequence. */
+      rates[c] = run_gets(d, seq + (size_t)c * (nkeys / 2) * KLEN,
+                          nops, nkeys - (size_t)c * (nkeys / 2));
+      _exit(0);
+    }
+  }
+  close(go[0]);
+  close(go[1]); /* EOF starts both */
+  int ok = 1;
+  for (int c = 0; c < 2; c++) {
+    int st;
+    waitpid(kids[c], &st, 0);
+    ok &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  }
+  if (!ok)
+    return 1;
+  printf("BENCH dict.get2p.posh %.0f ops/s\n", rates[0] + rates[1]);
+  posh_obj_close(d);
+  posh_heap_detach(h);
+  return 0;
+}
