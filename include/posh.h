@@ -337,6 +337,7 @@ POSH_EXTERN int posh_heap_check(posh_heap_t *heap, char *report,
 #include "posh/sync.h"
 #include "posh/object.h"
 #include "posh/queue.h"
+#include "posh/pipe.h"
 #include "posh/dict.h"
 #include "posh/list.h"
 #include "posh/value.h"
