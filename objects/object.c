@@ -227,18 +227,99 @@ static pthread_mutex_t holds_lock = PTHREAD_MUTEX_INITIALIZER;
 static posh__obj_hold_t *holds[HOLD_BUCKETS]; /* holds_lock */
 static pthread_once_t holds_once = PTHREAD_ONCE_INIT;
 
-static void holds_prepare(void) { pthread_mutex_lock(&holds_lock); }
-static void holds_parent(void) { pthread_mutex_unlock(&holds_lock); }
-static void holds_child(void) { pthread_mutex_init(&holds_lock, NULL); }
-static void holds_init(void) {
-  pthread_atfork(holds_prepare, holds_parent, holds_child);
-}
-
 static posh__obj_hold_t **hold_slot(posh_heap_t *heap, uint64_t id) {
   posh__obj_hold_t **pp = &holds[id % HOLD_BUCKETS];
   while (*pp && !((*pp)->heap == heap && (*pp)->id == id))
     pp = &(*pp)->next;
   return pp;
+}
+
+/* Fork.  A child must hold its own reference to every object whose handles
+ * it inherits *before* the parent can close them: the usual pattern is
+ * `start a child with the handle; close the handle in the parent`.  So the
+ * parent, just before fork (prepare), claims a registry slot for the child
+ * in each heap where it holds objects, under its own identity, and sets
+ * that slot's holder bit in each of them; the child (child handler) adopts
+ * the slot (its pid and start time replace the parent's) and so owns
+ * those references from its first instruction.  They go when the child
+ * detaches or is reaped after its death, like any process's.  If the slot
+ * cannot be claimed (registry full) or adopted, the child falls back to
+ * taking its reference on first use (posh__obj_refresh).  A fork that
+ * fails leaves the claimed slot to the parent until the parent exits. */
+#define FORK_MAX_HEAPS 16
+static struct fork_slot {
+  posh_heap_t *heap;
+  uint32_t slot, token;
+  uint32_t parent_token; /* the parent's registration in heap */
+} fork_slots[FORK_MAX_HEAPS]; /* holds_lock, between prepare and parent/child */
+static int nfork_slots;       /* holds_lock */
+
+static void fork_claim(posh_heap_t *heap) {
+  if (nfork_slots == FORK_MAX_HEAPS || heap->detached || heap->needs_register)
+    return;
+  for (int i = 0; i < nfork_slots; i++)
+    if (fork_slots[i].heap == heap)
+      return;
+  uint32_t slot, token, tok;
+  if (posh__registry_claim_fork_slot(heap, &slot, &token) != 0)
+    return;
+  if (obj_lock(heap, &tok) != 0)
+    return; /* the slot holds nothing: reaped with the parent */
+  for (int b = 0; b < HOLD_BUCKETS; b++)
+    for (posh__obj_hold_t *h = holds[b]; h; h = h->next) {
+      if (h->heap != heap || h->proc_token != heap->proc_token)
+        continue; /* only references this process really holds */
+      posh__obj_hdr_t *o = posh__at(heap, h->off);
+      if (posh_atomic32_load_relaxed(&o->xmagic) == POSH__OBJ_MAGIC &&
+          o->id == h->id)
+        holders_of(heap, o)[slot / 64] |= 1ull << (slot % 64);
+    }
+  obj_unlock(heap, tok);
+  fork_slots[nfork_slots++] =
+      (struct fork_slot){heap, slot, token, heap->proc_token};
+}
+
+static void holds_prepare(void) {
+  pthread_mutex_lock(&holds_lock);
+  nfork_slots = 0;
+  for (int b = 0; b < HOLD_BUCKETS; b++)
+    for (posh__obj_hold_t *h = holds[b]; h; h = h->next)
+      fork_claim(h->heap);
+}
+
+static void holds_parent(void) {
+  nfork_slots = 0; /* the slots are the child's now */
+  pthread_mutex_unlock(&holds_lock);
+}
+
+static void holds_child(void) {
+  pthread_mutex_init(&holds_lock, NULL);
+  pid_t pid = posh__prim_getpid();
+  uint64_t start = 0;
+  if (nfork_slots && posh__prim_proc_start_time(pid, &start) != 0)
+    nfork_slots = 0;
+  for (int i = 0; i < nfork_slots; i++) {
+    struct fork_slot *f = &fork_slots[i];
+    posh_heap_t *heap = f->heap;
+    if (posh__registry_adopt_fork_slot(heap, f->slot, f->token, pid, start))
+      continue; /* lazy registration, as without this */
+    /* Runs after heap.c's child handler (registered first), which marked
+     * the handle for lazy registration: we are registered now. */
+    heap->proc_slot = f->slot;
+    heap->proc_token = f->token;
+    heap->proc_pid = pid;
+    heap->proc_start = start;
+    heap->needs_register = 0;
+    for (int b = 0; b < HOLD_BUCKETS; b++)
+      for (posh__obj_hold_t *h = holds[b]; h; h = h->next)
+        if (h->heap == heap && h->proc_token == f->parent_token)
+          h->proc_token = f->token; /* its bit was set in prepare */
+  }
+  nfork_slots = 0;
+}
+
+static void holds_init(void) {
+  pthread_atfork(holds_prepare, holds_parent, holds_child);
 }
 
 void posh__objects_forget_heap(posh_heap_t *heap) {

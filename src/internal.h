@@ -403,6 +403,14 @@ int posh__registry_init(posh_heap_t *heap); /* creator: zero slots */
 /* Claim the process slot for the calling process (attach, after fork). */
 int posh__registry_register_process(posh_heap_t *heap);
 void posh__registry_unregister_process(posh_heap_t *heap);
+/* Fork hand-over (objects/object.c): a parent about to fork claims a
+ * process slot under its own identity; the child adopts it (pid and start
+ * time become the child's, the token stays).  POSH_ESTALE when the slot
+ * was reaped meanwhile. */
+int posh__registry_claim_fork_slot(posh_heap_t *heap, uint32_t *slot_out,
+                                   uint32_t *token_out);
+int posh__registry_adopt_fork_slot(posh_heap_t *heap, uint32_t slot,
+                                   uint32_t token, pid_t pid, uint64_t start);
 /* Claim / release a thread slot under this process's slot. */
 int posh__registry_claim_thread(posh_heap_t *heap, uint32_t *slot_out,
                                 uint32_t *token_out);

@@ -94,6 +94,37 @@ int posh__registry_register_process(posh_heap_t *heap) {
   return r;
 }
 
+/* Claim a process slot, in a parent about to fork, for the child: it is
+ * claimed under the parent's identity (so it stays alive while the parent
+ * does) and the child takes it over with posh__registry_adopt_fork_slot.
+ * Counts as an attached process. */
+int posh__registry_claim_fork_slot(posh_heap_t *heap, uint32_t *slot_out,
+                                   uint32_t *token_out) {
+  int r = claim(heap, POSH_SLOT_PROCESS, slot_out, token_out);
+  if (r == 0)
+    posh_atomic_fetch_add_full(&heap->hdr->xattached, 1);
+  return r;
+}
+
+int posh__registry_adopt_fork_slot(posh_heap_t *heap, uint32_t slot_idx,
+                                   uint32_t token, pid_t pid, uint64_t start) {
+  posh__slot_t *slot = &heap->slots[slot_idx];
+  uint64_t w, st;
+  posh__slot_read(slot, &w, &st);
+  if (posh__slotw_state(w) != POSH_SLOT_LIVE ||
+      posh__token_make(slot_idx, posh__slotw_gen(w)) != token)
+    return POSH_ESTALE; /* reaped meanwhile: the parent died */
+  /* Same generation, so the token (and every holder bit set for it)
+   * stays valid; only the identity changes. */
+  uint64_t nw = posh__slotw_make(POSH_SLOT_LIVE, POSH_SLOT_PROCESS,
+                                 posh__slotw_gen(w), (uint32_t)pid);
+  if (!slot_cas(slot, w, st, nw, start))
+    return POSH_EAGAIN;
+  slot->parent = slot_idx;
+  slot->tid = (int32_t)posh__prim_gettid();
+  return 0;
+}
+
 /* Release a slot we own (LIVE, our token) back to FREE. */
 static int release_slot(posh_heap_t *heap, uint32_t slot_idx, uint32_t token,
                         uint32_t from_state) {

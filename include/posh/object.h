@@ -19,9 +19,11 @@
  * FILE *).  Another process opens the same object from its name or from a
  * posh_obj_ref_t (offset + unique id), which is plain data and can travel
  * through a pipe, a file or a pickle.  A forked child may use the handles
- * it inherited: on first use it takes its own reference (so the parent's
- * closing the object does not pull it away from under the child) — as long
- * as the object still exists at that moment (POSH_ESTALE otherwise).
+ * it inherited: it holds its own reference to each of them from the fork
+ * on (the parent claims a registry slot for the child just before fork),
+ * so the parent may close its handles right after fork.  Only if that slot
+ * could not be claimed (registry full) does the child take its reference
+ * on first use instead, and get POSH_ESTALE if the object is gone by then.
  * One handle may be used by several threads at once.
  */
 #ifndef POSH_OBJECT_H
