@@ -46,4 +46,8 @@ if [ $run_demo = 1 ]; then
   echo
   echo "== demo: forked workers share objects through one heap; an unrelated process attaches by name"
   ./examples/demo
+  echo
+  echo "== demo: the same Python word count with multiprocessing and with posh (import changed only)"
+  PYTHONPATH="$PWD/pybind${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-/usr/bin/python3}" \
+    "$ROOT/examples/wordcount.py"
 fi

@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: MIT
+"""posh: objects shared between processes through a libposh heap, as
+drop-ins for multiprocessing's.
+
+    import posh as multiprocessing
+
+works for Process, current_process, cpu_count, get_context,
+set_start_method and the synchronisation objects (Lock, RLock, Semaphore,
+BoundedSemaphore, Condition, Event, Barrier) and Value, Array,
+RawValue, RawArray, which are posh's own: they live
+in a shared heap, pickle as small handles and survive the death of any
+process.  See docs/python.md.
+
+The heap: an anonymous (memfd) heap created on first use, reserving
+POSH_HEAP_CAPACITY bytes sparsely (default 4 GiB; suffixes K, M, G, T).
+Spawned and forkserver children attach to it through /proc/<pid>/fd of a
+live process holding it; the kernel frees it when the last one exits, so
+nothing is ever left in /dev/shm.
+"""
+import atexit as _atexit
+import os as _os
+
+from . import _posh
+from ._posh import PoshError, HeapBuffer, dumps, loads
+from .synchronize import (Lock, RLock, Semaphore, BoundedSemaphore,
+                          Condition, Event, Barrier)
+from .sharedctypes import Value, RawValue, Array, RawArray
+from .containers import SharedDict as dict, SharedList as list  # noqa: A001
+from .queues import Queue, SimpleQueue, JoinableQueue, Pipe
+from .context import get_context, PoshContext
+from .pool import Pool, WorkerLostError, PoolTerminatedError
+from .managers import Manager, SyncManager
+
+# Re-exported from multiprocessing, so `import posh as multiprocessing`
+# works for them.
+from multiprocessing import (Process, current_process, parent_process,
+                             active_children, cpu_count, set_start_method,
+                             get_start_method, get_all_start_methods,
+                             freeze_support, set_executable,
+                             set_forkserver_preload, AuthenticationError,
+                             BufferTooShort, ProcessError, TimeoutError)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Condition", "Event",
+    "Barrier", "Value", "RawValue", "Array", "RawArray",
+    "Queue", "SimpleQueue", "JoinableQueue", "Pipe", "Process", "current_process", "parent_process",
+    "active_children", "cpu_count", "set_start_method", "get_start_method",
+    "get_all_start_methods", "get_context", "freeze_support",
+    "set_executable", "set_forkserver_preload", "set_heap_options",
+    "heap_info", "dumps", "loads", "PoshError", "HeapBuffer",
+    "Pool", "WorkerLostError", "PoolTerminatedError", "Manager", "SyncManager",
+    "AuthenticationError", "BufferTooShort", "ProcessError", "TimeoutError",
+]
+
+_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _parse_size(text):
+    t = text.strip().upper().rstrip("B").rstrip("I")
+    num, suf = (t[:-1], t[-1]) if t and t[-1] in _SUFFIX else (t, "")
+    return int(float(num) * _SUFFIX[suf])
+
+
+def set_heap_options(capacity=None, max_processes=None):
+    """Set the default heap's reserved capacity in bytes (sparse: untouched
+    pages cost nothing) and its number of process slots.  Only before the
+    heap is first used (RuntimeError after)."""
+    _posh.set_options(capacity=int(capacity or 0),
+                      max_processes=int(max_processes or 0))
+
+
+def heap_info():
+    """A dict describing the default heap (creates it)."""
+    return _posh.heap_info()
+
+
+def _init_from_env():
+    cap = _os.environ.get("POSH_HEAP_CAPACITY")
+    if cap:
+        try:
+            size = _parse_size(cap)
+        except (ValueError, KeyError):
+            raise ValueError("POSH_HEAP_CAPACITY=%r: not a size" % cap)
+        _posh.set_options(capacity=size)
+
+
+_init_from_env()
+_atexit.register(_posh.shutdown)

@@ -1,0 +1,1129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * This file contains the value codec of posh: dumps(obj) -> bytes and
+ * loads(bytes, copy=False) -> obj.  None, bool, int (any size), float,
+ * complex, str, bytes, bytearray and tuples, lists and dicts of these are
+ * encoded natively; anything else with pickle protocol 5, whose out-of-band
+ * buffers of at least the threshold (64 KiB) are copied into heap blocks
+ * and referenced by offset, so the receiver maps them without a copy (a
+ * HeapBuffer object frees the block when the last view of it goes).
+ *
+ * Format (little endian; "v" = unsigned LEB128 varint):
+ *   message = ['X' v:nrefs (u64 off, v:len) * nrefs] value
+ *   value   = 'N' | 'T' | 'F'
+ *           | 'i' v:zigzag(int64) | 'I' v:n n*byte (two's complement)
+ *           | 'f' 8*byte | 'c' 16*byte
+ *           | 's' v:n utf8 | 'S' v:n utf8 (surrogatepass)
+ *           | 'b' v:n bytes | 'a' v:n bytes (bytearray)
+ *           | 't' v:n value*n | 'l' v:n value*n | 'd' v:n (value value)*n
+ *           | 'K' v:n pickle v:nbufs v:refindex*nbufs
+ *   ref     = u64:off v:len v:slot v:gen   (in the 'X' header)
+ * A message starts with 'X' iff it references heap blocks (the cheap
+ * "has out-of-band blocks" test of the containers).
+ *
+ * Out-of-band blocks are reference-counted.  The counts live in a table of
+ * 64-bit words in the heap (a Buffer object named "posh.codec.refs", never
+ * freed), one slot per live block:
+ *   word = gen << 25 | dropped << 24 | count
+ * A block's reference names (slot, gen); gen changes each time the slot is
+ * reused, so a stale reference is recognised without touching freed memory.
+ * The encoder creates a block with count 1: the reference of the message
+ * (queue) or of the container that stores the encoding.  loads(consume=True)
+ * takes over the message's reference (queue semantics: one loads per
+ * message); loads(consume=False) takes one more reference per block (only
+ * if the count is still > 0 with the same gen: otherwise the value was
+ * released meanwhile and the caller re-reads it) for the views it returns.
+ * release(data) drops a container's stored reference, at most once per block
+ * (the dropped bit), so two processes that both saw the same old value can
+ * both call it.  The last reference frees the block (posh_free).  A process
+ * that dies holding references leaks those blocks (and their slots) until
+ * the heap goes away.
+ */
+#include "pyposh.h"
+
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "atomic.h"
+#include "posh/object.h"
+
+#define MAX_DEPTH 100
+static Py_ssize_t g_threshold = 64 * 1024; /* out-of-band buffer size */
+static PyObject *g_pickle_dumps, *g_pickle_loads;
+
+/* ------------------------------------------------------------------------
+ * Reference counts of out-of-band blocks (see the top of the file).
+ * Invariants: a slot with count 0 is free (its block was freed or is being
+ * freed by the thread that dropped the count to 0); count > 0: the block at
+ * the offset carried by the references is allocated; gen only changes when
+ * a free slot is taken (rc_alloc).  Synchronization: atomic (CAS/fetch-add,
+ * full barriers), no lock.
+ * ---------------------------------------------------------------------- */
+#define RC_SLOTS (1u << 16)
+#define RC_NAME "posh.codec.refs"
+#define RC_COUNT_MASK ((1ull << 24) - 1)
+#define RC_DROPPED (1ull << 24)
+#define RC_GEN_SHIFT 25
+#define RC_GEN_MASK ((1ull << 39) - 1)
+
+static posh_atomic_t *g_rc;    /* the table (same address in forked
+                                  children); NULL until first use */
+static uint32_t g_rc_cursor;   /* where rc_alloc looks first (GIL) */
+
+/* The table, created or opened on first use; NULL (no exception) if it
+ * cannot be had (then big buffers go in band). */
+static posh_atomic_t *rc_table(void) {
+  if (g_rc)
+    return g_rc;
+  posh_heap_t *h = pyposh_heap_if_any();
+  if (!h)
+    return NULL;
+  posh_obj_t *obj = NULL;
+  int r = posh_buffer_create(h, RC_NAME, RC_SLOTS * sizeof(posh_atomic_t), 64,
+                             &obj);
+  if (r == POSH_EEXIST)
+    r = posh_obj_open(h, RC_NAME, POSH_OBJ_BUFFER, &obj);
+  void *data = NULL;
+  size_t size = 0;
+  if (r == 0)
+    r = posh_buffer_data(obj, &data, &size);
+  if (r < 0 || size < RC_SLOTS * sizeof(posh_atomic_t))
+    return NULL;
+  /* the handle stays open for the life of the process (the name holds a
+   * reference too: the table lives as long as the heap) */
+  g_rc = data;
+  g_rc_cursor = (uint32_t)getpid() * 2654435761u % RC_SLOTS;
+  return g_rc;
+}
+
+/* Take a free slot with count 1; -1 when the table is full or missing. */
+static int rc_alloc(uint32_t *slot, uint64_t *gen) {
+  posh_atomic_t *t = rc_table();
+  if (!t)
+    return -1;
+  for (uint32_t n = 0; n < RC_SLOTS; n++) {
+    uint32_t i = (g_rc_cursor + n) % RC_SLOTS;
+    uint64_t w = posh_atomic_load_relaxed(&t[i]);
+    if (w & RC_COUNT_MASK)
+      continue;
+    uint64_t g = ((w >> RC_GEN_SHIFT) + 1) & RC_GEN_MASK;
+    /* full barrier: pairs with the CAS/fetch-add of rc_unref that freed the
+     * slot */
+    if (posh_atomic_cas_bool_full(&t[i], w, g << RC_GEN_SHIFT | 1)) {
+      g_rc_cursor = i + 1;
+      *slot = i;
+      *gen = g;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* One more reference if the block (slot, gen) is still alive: 1, else 0. */
+static int rc_tryref(uint32_t slot, uint64_t gen) {
+  posh_atomic_t *t = rc_table();
+  if (!t || slot >= RC_SLOTS)
+    return 0;
+  uint64_t w = posh_atomic_load_relaxed(&t[slot]);
+  for (;;) {
+    if (((w >> RC_GEN_SHIFT) & RC_GEN_MASK) != gen ||
+        !(w & RC_COUNT_MASK) || (w & RC_COUNT_MASK) == RC_COUNT_MASK)
+      return 0;
+    /* full barrier: pairs with rc_unref's decrement (the block is not freed
+     * while we hold the count) */
+    uint64_t old = posh_atomic_cas_full(&t[slot], w, w + 1);
+    if (old == w)
+      return 1;
+    w = old;
+  }
+}
+
+/* Drop a reference the caller holds: 1 if it was the last (the caller then
+ * frees the block). */
+static int rc_unref(uint32_t slot, uint64_t gen) {
+  posh_atomic_t *t = rc_table();
+  if (!t || slot >= RC_SLOTS)
+    return 0;
+  /* full barrier: pairs with rc_tryref's CAS and rc_alloc's CAS */
+  uint64_t old = posh_atomic_fetch_add_full(&t[slot], (uint64_t)-1);
+  return (old & RC_COUNT_MASK) == 1;
+}
+
+/* Drop the stored (container's) reference, at most once: 1 if it was the
+ * last reference. */
+static int rc_drop_stored(uint32_t slot, uint64_t gen) {
+  posh_atomic_t *t = rc_table();
+  if (!t || slot >= RC_SLOTS)
+    return 0;
+  uint64_t w = posh_atomic_load_relaxed(&t[slot]);
+  for (;;) {
+    if (((w >> RC_GEN_SHIFT) & RC_GEN_MASK) != gen ||
+        !(w & RC_COUNT_MASK) || (w & RC_DROPPED))
+      return 0;
+    /* full barrier: pairs with the other reference operations */
+    uint64_t old = posh_atomic_cas_full(&t[slot], w, (w | RC_DROPPED) - 1);
+    if (old == w)
+      return (w & RC_COUNT_MASK) == 1;
+    w = old;
+  }
+}
+
+/* One out-of-band block of a message. */
+typedef struct {
+  uint64_t off, len, gen;
+  uint32_t slot;
+} oob_t;
+
+/* ------------------------------------------------------------------------
+ * HeapBuffer: a writable buffer over one heap block, freed when the object
+ * goes (only by the process that created the object: a forked child's copy
+ * does not free its parent's block).
+ * ---------------------------------------------------------------------- */
+typedef struct {
+  PyObject_HEAD
+  void *ptr;
+  Py_ssize_t len;
+  pid_t pid;
+  uint32_t slot; /* the reference it holds */
+  uint64_t gen;
+} HeapBuffer;
+
+static void hb_dealloc(HeapBuffer *self) {
+  posh_heap_t *h = pyposh_heap_if_any();
+  if (self->ptr && h && self->pid == getpid() &&
+      rc_unref(self->slot, self->gen))
+    posh_free(h, self->ptr);
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int hb_getbuffer(HeapBuffer *self, Py_buffer *view, int flags) {
+  if (!pyposh_heap_if_any()) {
+    PyErr_SetString(PyExc_BufferError, "posh: heap detached");
+    return -1;
+  }
+  return PyBuffer_FillInfo(view, (PyObject *)self, self->ptr, self->len, 0,
+                           flags);
+}
+
+static PyBufferProcs hb_as_buffer = {(getbufferproc)hb_getbuffer, NULL};
+
+static PyObject *hb_repr(HeapBuffer *self) {
+  return PyUnicode_FromFormat("<posh.HeapBuffer %zd bytes at offset %llu>",
+                              self->len,
+                              (unsigned long long)(pyposh_heap_if_any()
+                                  ? posh_off(pyposh_heap_if_any(), self->ptr).v
+                                  : 0));
+}
+
+static Py_ssize_t hb_len(HeapBuffer *self) { return self->len; }
+static PySequenceMethods hb_as_seq = {.sq_length = (lenfunc)hb_len};
+
+static PyTypeObject HeapBuffer_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "posh.HeapBuffer",
+    .tp_basicsize = sizeof(HeapBuffer),
+    .tp_dealloc = (destructor)hb_dealloc,
+    .tp_repr = (reprfunc)hb_repr,
+    .tp_as_buffer = &hb_as_buffer,
+    .tp_as_sequence = &hb_as_seq,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Writable buffer over a block of the posh heap (zero-copy "
+              "receive side); the block is freed when the last view goes.",
+};
+
+static PyObject *hb_new(void *ptr, Py_ssize_t len, uint32_t slot,
+                        uint64_t gen) {
+  HeapBuffer *b = PyObject_New(HeapBuffer, &HeapBuffer_Type);
+  if (!b)
+    return NULL;
+  b->ptr = ptr;
+  b->len = len;
+  b->pid = getpid();
+  b->slot = slot;
+  b->gen = gen;
+  return (PyObject *)b;
+}
+
+/* ------------------------------------------------------------------------
+ * Encoder.
+ * ---------------------------------------------------------------------- */
+typedef struct {
+  unsigned char *buf;
+  size_t len, cap;
+  unsigned char *stackbuf; /* buf's initial storage, not PyMem (or NULL) */
+  int key; /* encoding a dict key: canonical, no out-of-band buffers */
+  /* heap blocks referenced, in order */
+  oob_t *refs;
+  size_t nrefs, refcap;
+  PyObject *stack[MAX_DEPTH]; /* containers being encoded (cycle check) */
+  int depth;
+  int fallback; /* set: cycle or too deep -> pickle the whole object */
+  /* pickle callback bookkeeping: ref indexes of the current pickle */
+  size_t *cur_refs;
+  size_t ncur, curcap;
+} enc_t;
+
+static int enc_grow(enc_t *e, size_t need) {
+  if (e->len + need <= e->cap)
+    return 0;
+  size_t cap = e->cap ? e->cap : 256;
+  while (cap < e->len + need)
+    cap *= 2;
+  unsigned char *b;
+  if (e->buf && e->buf == e->stackbuf) {
+    b = PyMem_Malloc(cap);
+    if (b)
+      memcpy(b, e->buf, e->len);
+  } else {
+    b = PyMem_Realloc(e->buf, cap);
+  }
+  if (!b) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  e->buf = b;
+  e->cap = cap;
+  return 0;
+}
+
+static inline int enc_byte(enc_t *e, unsigned char c) {
+  if (e->len + 1 > e->cap && enc_grow(e, 1) < 0)
+    return -1;
+  e->buf[e->len++] = c;
+  return 0;
+}
+
+static int enc_raw(enc_t *e, const void *p, size_t n) {
+  if (enc_grow(e, n) < 0)
+    return -1;
+  memcpy(e->buf + e->len, p, n);
+  e->len += n;
+  return 0;
+}
+
+static int enc_varint(enc_t *e, uint64_t v) {
+  if (enc_grow(e, 10) < 0)
+    return -1;
+  while (v >= 0x80) {
+    e->buf[e->len++] = (unsigned char)(v | 0x80);
+    v >>= 7;
+  }
+  e->buf[e->len++] = (unsigned char)v;
+  return 0;
+}
+
+static int enc_tagged(enc_t *e, unsigned char tag, const void *p, size_t n) {
+  if (enc_byte(e, tag) < 0 || enc_varint(e, n) < 0)
+    return -1;
+  return enc_raw(e, p, n);
+}
+
+/* Drop the references a message holds (freeing the blocks of which it was
+ * the last holder). */
+static void free_refs(posh_heap_t *h, const oob_t *refs, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (refs[i].off && rc_unref(refs[i].slot, refs[i].gen))
+      posh_free_off(h, (posh_off_t){refs[i].off});
+}
+
+static void enc_free(enc_t *e) {
+  if (e->buf != e->stackbuf)
+    PyMem_Free(e->buf);
+  PyMem_Free(e->refs);
+  PyMem_Free(e->cur_refs);
+}
+
+/* buffer_callback of pickle.dumps: big contiguous buffers into the heap
+ * (return False: out of band), the rest in band (return True). */
+static PyObject *enc_buffer_cb(PyObject *capsule, PyObject *pb) {
+  enc_t *e = PyCapsule_GetPointer(capsule, NULL);
+  if (!e)
+    return NULL;
+  Py_buffer v;
+  if (PyObject_GetBuffer(pb, &v, PyBUF_C_CONTIGUOUS) < 0) {
+    PyErr_Clear();
+    Py_RETURN_TRUE;
+  }
+  posh_heap_t *h = NULL;
+  void *blk = NULL;
+  uint32_t slot = 0;
+  uint64_t gen = 0;
+  if (!e->key && v.len >= g_threshold && (h = pyposh_heap()) != NULL) {
+    blk = posh_alloc(h, (size_t)v.len);
+    if (blk && rc_alloc(&slot, &gen) < 0) { /* no slot: in band */
+      posh_free(h, blk);
+      blk = NULL;
+    }
+  }
+  if (!h)
+    PyErr_Clear();
+  if (!blk) { /* small, a key, or the heap is full: in band */
+    PyBuffer_Release(&v);
+    Py_RETURN_TRUE;
+  }
+  if (e->nrefs == e->refcap || e->ncur == e->curcap) {
+    size_t rc = e->refcap ? e->refcap * 2 : 8;
+    size_t cc = e->curcap ? e->curcap * 2 : 8;
+    oob_t *a = PyMem_Realloc(e->refs, rc * sizeof *a);
+    if (a)
+      e->refs = a;
+    size_t *c = PyMem_Realloc(e->cur_refs, cc * sizeof *c);
+    if (c)
+      e->cur_refs = c;
+    if (!a || !c) {
+      rc_unref(slot, gen);
+      posh_free(h, blk);
+      PyBuffer_Release(&v);
+      return PyErr_NoMemory();
+    }
+    e->refcap = rc;
+    e->curcap = cc;
+  }
+  Py_BEGIN_ALLOW_THREADS;
+  memcpy(blk, v.buf, (size_t)v.len);
+  Py_END_ALLOW_THREADS;
+  e->refs[e->nrefs].off = posh_off(h, blk).v;
+  e->refs[e->nrefs].len = (uint64_t)v.len;
+  e->refs[e->nrefs].slot = slot;
+  e->refs[e->nrefs].gen = gen;
+  e->cur_refs[e->ncur++] = e->nrefs++;
+  PyBuffer_Release(&v);
+  Py_RETURN_FALSE;
+}
+
+static PyMethodDef enc_cb_def = {"_posh_buffer_cb", enc_buffer_cb, METH_O,
+                                 NULL};
+
+static int enc_pickle(enc_t *e, PyObject *obj) {
+  PyObject *cap = PyCapsule_New(e, NULL, NULL);
+  if (!cap)
+    return -1;
+  PyObject *cb = PyCFunction_New(&enc_cb_def, cap);
+  Py_DECREF(cap);
+  if (!cb)
+    return -1;
+  e->ncur = 0;
+  size_t first_ref = e->nrefs;
+  PyObject *args = Py_BuildValue("(Oi)", obj, 5);
+  PyObject *kw = args ? Py_BuildValue("{sO}", "buffer_callback", cb) : NULL;
+  PyObject *data = kw ? PyObject_Call(g_pickle_dumps, args, kw) : NULL;
+  Py_XDECREF(args);
+  Py_XDECREF(kw);
+  Py_DECREF(cb);
+  int r = -1;
+  if (data) {
+    r = enc_tagged(e, 'K', PyBytes_AS_STRING(data),
+                   (size_t)PyBytes_GET_SIZE(data));
+    if (r == 0)
+      r = enc_varint(e, e->ncur);
+    for (size_t i = 0; r == 0 && i < e->ncur; i++)
+      r = enc_varint(e, e->cur_refs[i]);
+    Py_DECREF(data);
+  }
+  if (r < 0 && e->nrefs > first_ref) { /* this pickle's blocks */
+    posh_heap_t *h = pyposh_heap_if_any();
+    if (h)
+      free_refs(h, e->refs + first_ref, e->nrefs - first_ref);
+    e->nrefs = first_ref;
+  }
+  return r;
+}
+
+static int enc_value(enc_t *e, PyObject *obj);
+
+static int enc_push(enc_t *e, PyObject *obj) {
+  if (e->depth >= MAX_DEPTH) {
+    e->fallback = 1;
+    return -1;
+  }
+  for (int i = 0; i < e->depth; i++)
+    if (e->stack[i] == obj) {
+      e->fallback = 1;
+      return -1;
+    }
+  e->stack[e->depth++] = obj;
+  return 0;
+}
+
+static int enc_seq(enc_t *e, unsigned char tag, PyObject *obj,
+                   PyObject **items, Py_ssize_t n) {
+  if (enc_push(e, obj) < 0)
+    return -1;
+  int r = enc_byte(e, tag) < 0 || enc_varint(e, (uint64_t)n) < 0 ? -1 : 0;
+  for (Py_ssize_t i = 0; r == 0 && i < n; i++)
+    r = enc_value(e, items[i]);
+  e->depth--;
+  return r;
+}
+
+static int enc_value(enc_t *e, PyObject *obj) {
+  PyTypeObject *t = Py_TYPE(obj);
+  if (obj == Py_None)
+    return enc_byte(e, 'N');
+  if (e->key) {
+    /* keys that compare equal (1 == 1.0 == True == (1+0j)) encode equally:
+     * as the int */
+    if (obj == Py_True || obj == Py_False)
+      return enc_byte(e, 'i') < 0 ? -1 : enc_varint(e, obj == Py_True ? 2 : 0);
+    if (t == &PyComplex_Type && PyComplex_ImagAsDouble(obj) == 0.0) {
+      PyObject *re = PyFloat_FromDouble(PyComplex_RealAsDouble(obj));
+      int r = re ? enc_value(e, re) : -1;
+      Py_XDECREF(re);
+      return r;
+    }
+    if (t == &PyFloat_Type) {
+      double d = PyFloat_AS_DOUBLE(obj);
+      if (isfinite(d) && d == floor(d)) {
+        PyObject *i = PyLong_FromDouble(d);
+        int r = i ? enc_value(e, i) : -1;
+        Py_XDECREF(i);
+        return r;
+      }
+    }
+  }
+  if (obj == Py_True)
+    return enc_byte(e, 'T');
+  if (obj == Py_False)
+    return enc_byte(e, 'F');
+  if (t == &PyLong_Type) {
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (v == -1 && PyErr_Occurred())
+      return -1;
+    if (!overflow) {
+      uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+      if (enc_byte(e, 'i') < 0)
+        return -1;
+      return enc_varint(e, z);
+    }
+    size_t bits = _PyLong_NumBits(obj);
+    if (bits == (size_t)-1 && PyErr_Occurred())
+      return -1;
+    size_t n = bits / 8 + 1; /* room for the sign bit */
+    if (enc_byte(e, 'I') < 0 || enc_varint(e, n) < 0 || enc_grow(e, n) < 0)
+      return -1;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (_PyLong_AsByteArray((PyLongObject *)obj, e->buf + e->len, n, 1, 1,
+                            1) < 0)
+#else
+    if (_PyLong_AsByteArray((PyLongObject *)obj, e->buf + e->len, n, 1, 1) <
+        0)
+#endif
+      return -1;
+    e->len += n;
+    return 0;
+  }
+  if (t == &PyFloat_Type) {
+    double d = PyFloat_AS_DOUBLE(obj);
+    if (enc_byte(e, 'f') < 0)
+      return -1;
+    return enc_raw(e, &d, 8);
+  }
+  if (t == &PyUnicode_Type) {
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(obj, &n);
+    if (s)
+      return enc_tagged(e, 's', s, (size_t)n);
+    PyErr_Clear(); /* lone surrogates */
+    PyObject *b = PyUnicode_AsEncodedString(obj, "utf-8", "surrogatepass");
+    if (!b)
+      return -1;
+    int r = enc_tagged(e, 'S', PyBytes_AS_STRING(b),
+                       (size_t)PyBytes_GET_SIZE(b));
+    Py_DECREF(b);
+    return r;
+  }
+  if (t == &PyBytes_Type)
+    return enc_tagged(e, 'b', PyBytes_AS_STRING(obj),
+                      (size_t)PyBytes_GET_SIZE(obj));
+  if (t == &PyByteArray_Type)
+    return enc_tagged(e, 'a', PyByteArray_AS_STRING(obj),
+                      (size_t)PyByteArray_GET_SIZE(obj));
+  if (t == &PyTuple_Type)
+    return enc_seq(e, 't', obj, &PyTuple_GET_ITEM(obj, 0),
+                   PyTuple_GET_SIZE(obj));
+  if (t == &PyList_Type) {
+    /* a snapshot of the items: encoding may run Python code (pickle) that
+     * mutates the list */
+    PyObject *tup = PyList_AsTuple(obj);
+    if (!tup)
+      return -1;
+    int r = enc_seq(e, 'l', obj, &PyTuple_GET_ITEM(tup, 0),
+                    PyTuple_GET_SIZE(tup));
+    Py_DECREF(tup);
+    return r;
+  }
+  if (t == &PyDict_Type) {
+    PyObject *items = PyDict_Items(obj);
+    if (!items)
+      return -1;
+    if (enc_push(e, obj) < 0) {
+      Py_DECREF(items);
+      return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    int r = enc_byte(e, 'd') < 0 || enc_varint(e, (uint64_t)n) < 0 ? -1 : 0;
+    for (Py_ssize_t i = 0; r == 0 && i < n; i++) {
+      PyObject *kv = PyList_GET_ITEM(items, i);
+      r = enc_value(e, PyTuple_GET_ITEM(kv, 0));
+      if (r == 0)
+        r = enc_value(e, PyTuple_GET_ITEM(kv, 1));
+    }
+    e->depth--;
+    Py_DECREF(items);
+    return r;
+  }
+  if (t == &PyComplex_Type) {
+    Py_complex c = PyComplex_AsCComplex(obj);
+    double d[2] = {c.real, c.imag};
+    if (enc_byte(e, 'c') < 0)
+      return -1;
+    return enc_raw(e, d, 16);
+  }
+  return enc_pickle(e, obj);
+}
+
+/* Encode obj into out (out->small first, PyMem beyond).  key: canonical
+ * dict-key encoding (equal keys of the native types encode equally; no
+ * heap blocks); unhashable keys raise TypeError as dict does. */
+int pyposh_encode(PyObject *obj, int key, pyposh_buf_t *out) {
+  out->p = NULL;
+  out->len = 0;
+  out->alloc = NULL;
+  if (key) {
+    PyTypeObject *t = Py_TYPE(obj);
+    if (t != &PyUnicode_Type && t != &PyLong_Type && t != &PyBytes_Type &&
+        PyObject_Hash(obj) == -1)
+      return -1;
+  }
+  enc_t e;
+  memset(&e, 0, sizeof e);
+  e.buf = e.stackbuf = out->small;
+  e.cap = sizeof out->small;
+  e.key = key;
+  int r = enc_value(&e, obj);
+  if (r < 0 && e.fallback) { /* cycle or too deep: pickle it all */
+    PyErr_Clear();
+    posh_heap_t *h = pyposh_heap_if_any();
+    if (h)
+      free_refs(h, e.refs, e.nrefs);
+    e.nrefs = 0;
+    e.len = 0;
+    e.depth = 0;
+    e.fallback = 0;
+    r = enc_pickle(&e, obj);
+  }
+  if (r == 0 && e.nrefs == 0) {
+    out->p = e.buf;
+    out->len = e.len;
+    if (e.buf != e.stackbuf) {
+      out->alloc = e.buf;
+      e.buf = e.stackbuf; /* now out's */
+    }
+  } else if (r == 0) {
+    enc_t hdr;
+    memset(&hdr, 0, sizeof hdr);
+    r = enc_byte(&hdr, 'X') < 0 || enc_varint(&hdr, e.nrefs) < 0 ? -1 : 0;
+    for (size_t i = 0; r == 0 && i < e.nrefs; i++) {
+      r = enc_raw(&hdr, &e.refs[i].off, 8);
+      if (r == 0)
+        r = enc_varint(&hdr, e.refs[i].len);
+      if (r == 0)
+        r = enc_varint(&hdr, e.refs[i].slot);
+      if (r == 0)
+        r = enc_varint(&hdr, e.refs[i].gen);
+    }
+    if (r == 0)
+      r = enc_raw(&hdr, e.buf, e.len);
+    if (r == 0) {
+      out->p = out->alloc = hdr.buf;
+      out->len = hdr.len;
+    } else {
+      enc_free(&hdr);
+    }
+  }
+  if (r < 0 && e.nrefs) {
+    posh_heap_t *h = pyposh_heap_if_any();
+    if (h)
+      free_refs(h, e.refs, e.nrefs);
+  }
+  enc_free(&e);
+  return r;
+}
+
+void pyposh_buf_free(pyposh_buf_t *b) {
+  PyMem_Free(b->alloc);
+  b->alloc = NULL;
+  b->p = NULL;
+}
+
+/* Encode obj into a new bytes object. */
+static PyObject *encode(PyObject *obj) {
+  pyposh_buf_t b;
+  if (pyposh_encode(obj, 0, &b) < 0)
+    return NULL;
+  PyObject *out = PyBytes_FromStringAndSize((const char *)b.p,
+                                            (Py_ssize_t)b.len);
+  if (!out && b.len && b.p[0] == 'X')
+    pyposh_discard(b.p, b.len);
+  pyposh_buf_free(&b);
+  return out;
+}
+
+/* ------------------------------------------------------------------------
+ * Decoder.
+ * ---------------------------------------------------------------------- */
+typedef struct {
+  const unsigned char *p, *end;
+  PyObject **bufs; /* per ref: HeapBuffer (or bytearray copy) */
+  size_t nrefs;
+  int depth;
+} dec_t;
+
+static PyObject *dec_bad(void) {
+  PyErr_SetString(PyExc_ValueError, "posh: malformed encoded value");
+  return NULL;
+}
+
+static int dec_varint(dec_t *d, uint64_t *out) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (d->p >= d->end)
+      break;
+    unsigned char c = *d->p++;
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) {
+      *out = v;
+      return 0;
+    }
+  }
+  dec_bad();
+  return -1;
+}
+
+/* a length followed by that many bytes */
+static const unsigned char *dec_span(dec_t *d, size_t *n) {
+  uint64_t v;
+  if (dec_varint(d, &v) < 0)
+    return NULL;
+  if (v > (uint64_t)(d->end - d->p)) {
+    dec_bad();
+    return NULL;
+  }
+  const unsigned char *s = d->p;
+  d->p += v;
+  *n = (size_t)v;
+  return s;
+}
+
+static PyObject *dec_value(dec_t *d);
+
+static PyObject *dec_pickle(dec_t *d) {
+  size_t n;
+  const unsigned char *s = dec_span(d, &n);
+  uint64_t nb;
+  if (!s || dec_varint(d, &nb) < 0)
+    return NULL;
+  if (nb > d->nrefs)
+    return dec_bad();
+  PyObject *bufs = PyList_New((Py_ssize_t)nb);
+  if (!bufs)
+    return NULL;
+  for (uint64_t i = 0; i < nb; i++) {
+    uint64_t ix;
+    if (dec_varint(d, &ix) < 0 || ix >= d->nrefs) {
+      Py_DECREF(bufs);
+      return PyErr_Occurred() ? NULL : dec_bad();
+    }
+    Py_INCREF(d->bufs[ix]);
+    PyList_SET_ITEM(bufs, (Py_ssize_t)i, d->bufs[ix]);
+  }
+  PyObject *data = PyMemoryView_FromMemory((char *)s, (Py_ssize_t)n,
+                                           PyBUF_READ);
+  PyObject *args = data ? Py_BuildValue("(N)", data) : NULL;
+  PyObject *kw = args ? Py_BuildValue("{sN}", "buffers", bufs) : NULL;
+  if (!kw)
+    Py_DECREF(bufs);
+  PyObject *out = kw ? PyObject_Call(g_pickle_loads, args, kw) : NULL;
+  Py_XDECREF(args);
+  Py_XDECREF(kw);
+  return out;
+}
+
+static PyObject *dec_value(dec_t *d) {
+  if (d->p >= d->end)
+    return dec_bad();
+  unsigned char tag = *d->p++;
+  size_t n;
+  const unsigned char *s;
+  uint64_t v;
+  switch (tag) {
+  case 'N':
+    Py_RETURN_NONE;
+  case 'T':
+    Py_RETURN_TRUE;
+  case 'F':
+    Py_RETURN_FALSE;
+  case 'i':
+    if (dec_varint(d, &v) < 0)
+      return NULL;
+    return PyLong_FromLongLong((long long)(v >> 1) ^ -(long long)(v & 1));
+  case 'I':
+    if (!(s = dec_span(d, &n)))
+      return NULL;
+    return _PyLong_FromByteArray(s, n, 1, 1);
+  case 'f': {
+    double x;
+    if (d->end - d->p < 8)
+      return dec_bad();
+    memcpy(&x, d->p, 8);
+    d->p += 8;
+    return PyFloat_FromDouble(x);
+  }
+  case 'c': {
+    double x[2];
+    if (d->end - d->p < 16)
+      return dec_bad();
+    memcpy(x, d->p, 16);
+    d->p += 16;
+    return PyComplex_FromDoubles(x[0], x[1]);
+  }
+  case 's':
+  case 'S':
+    if (!(s = dec_span(d, &n)))
+      return NULL;
+    return PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)n,
+                                tag == 'S' ? "surrogatepass" : NULL);
+  case 'b':
+    if (!(s = dec_span(d, &n)))
+      return NULL;
+    return PyBytes_FromStringAndSize((const char *)s, (Py_ssize_t)n);
+  case 'a':
+    if (!(s = dec_span(d, &n)))
+      return NULL;
+    return PyByteArray_FromStringAndSize((const char *)s, (Py_ssize_t)n);
+  case 't':
+  case 'l':
+  case 'd': {
+    if (dec_varint(d, &v) < 0)
+      return NULL;
+    /* each item takes at least one byte (two for a dict entry) */
+    if (v > (uint64_t)(d->end - d->p) || d->depth >= MAX_DEPTH + 1)
+      return dec_bad();
+    Py_ssize_t cnt = (Py_ssize_t)v;
+    PyObject *c = tag == 't'   ? PyTuple_New(cnt)
+                  : tag == 'l' ? PyList_New(cnt)
+                               : PyDict_New();
+    if (!c)
+      return NULL;
+    d->depth++;
+    for (Py_ssize_t i = 0; i < cnt; i++) {
+      PyObject *x = dec_value(d);
+      if (!x)
+        goto fail;
+      if (tag == 't') {
+        PyTuple_SET_ITEM(c, i, x);
+      } else if (tag == 'l') {
+        PyList_SET_ITEM(c, i, x);
+      } else {
+        PyObject *y = dec_value(d);
+        int r = y ? PyDict_SetItem(c, x, y) : -1;
+        Py_DECREF(x);
+        Py_XDECREF(y);
+        if (r < 0)
+          goto fail;
+      }
+    }
+    d->depth--;
+    return c;
+  fail:
+    d->depth--;
+    Py_DECREF(c);
+    return NULL;
+  }
+  case 'K':
+    return dec_pickle(d);
+  default:
+    return dec_bad();
+  }
+}
+
+/* Parse the 'X' header: fills *refs (a PyMem array) and *nrefs. */
+static int dec_header(dec_t *d, oob_t **refs, size_t *nrefs) {
+  *refs = NULL;
+  *nrefs = 0;
+  if (d->p >= d->end || *d->p != 'X')
+    return 0;
+  d->p++;
+  uint64_t n, v;
+  if (dec_varint(d, &n) < 0)
+    return -1;
+  if (n > (uint64_t)(d->end - d->p) / 11) {
+    dec_bad();
+    return -1;
+  }
+  *refs = PyMem_Malloc((n ? n : 1) * sizeof(oob_t));
+  if (!*refs) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  for (uint64_t i = 0; i < n; i++) {
+    oob_t *o = &(*refs)[i];
+    if (d->end - d->p < 8)
+      goto bad;
+    memcpy(&o->off, d->p, 8);
+    d->p += 8;
+    if (dec_varint(d, &o->len) < 0 || dec_varint(d, &v) < 0 ||
+        dec_varint(d, &o->gen) < 0)
+      goto bad;
+    if (v >= RC_SLOTS || !o->off)
+      goto bad;
+    o->slot = (uint32_t)v;
+  }
+  *nrefs = (size_t)n;
+  return 0;
+bad:
+  if (!PyErr_Occurred())
+    dec_bad();
+  PyMem_Free(*refs);
+  *refs = NULL;
+  return -1;
+}
+
+/* Decode.  consume: the message's references pass to the result (or are
+ * dropped); else the result takes references of its own (then *stale is
+ * set, NULL returned without an exception, if a block was released
+ * meanwhile: re-read the value). */
+PyObject *pyposh_decode(const void *data, size_t n, int copy, int consume,
+                        int *stale) {
+  const unsigned char *p = data;
+  dec_t d = {p, p + n, NULL, 0, 0};
+  oob_t *refs;
+  size_t nrefs;
+  if (stale)
+    *stale = 0;
+  if (dec_header(&d, &refs, &nrefs) < 0)
+    return NULL;
+  posh_heap_t *h = NULL;
+  PyObject *out = NULL;
+  if (nrefs) {
+    h = pyposh_heap();
+    if (!h)
+      goto done;
+    d.bufs = PyMem_Calloc(nrefs, sizeof(PyObject *));
+    if (!d.bufs) {
+      PyErr_NoMemory();
+      goto done;
+    }
+    d.nrefs = nrefs;
+    /* Take ownership of every block first (consume: so they are freed
+     * whatever happens below). */
+    for (size_t i = 0; i < nrefs; i++) {
+      oob_t *o = &refs[i];
+      if (!consume) {
+        if (!rc_tryref(o->slot, o->gen)) {
+          if (stale)
+            *stale = 1;
+          else
+            PyErr_SetString(PyExc_ValueError,
+                            "posh: the value's heap blocks were released");
+          o->off = 0; /* nothing held */
+          for (size_t j = i + 1; j < nrefs; j++)
+            refs[j].off = 0;
+          goto done;
+        }
+      }
+      void *blk = posh_ptr(h, (posh_off_t){o->off});
+      if (!posh_heap_contains(h, blk) || posh_usable_size(h, blk) < o->len) {
+        dec_bad();
+        goto done;
+      }
+      if (copy) {
+        d.bufs[i] = PyByteArray_FromStringAndSize(blk, (Py_ssize_t)o->len);
+        if (!d.bufs[i])
+          goto done;
+        if (rc_unref(o->slot, o->gen))
+          posh_free(h, blk);
+      } else {
+        d.bufs[i] = hb_new(blk, (Py_ssize_t)o->len, o->slot, o->gen);
+        if (!d.bufs[i])
+          goto done;
+      }
+      o->off = 0; /* the reference is handled */
+    }
+  }
+  out = dec_value(&d);
+  if (out && d.p != d.end) {
+    Py_CLEAR(out);
+    dec_bad();
+  }
+done:
+  if (h)
+    free_refs(h, refs, nrefs); /* references not yet owned by an object */
+  if (d.bufs) {
+    for (size_t i = 0; i < nrefs; i++)
+      Py_XDECREF(d.bufs[i]);
+    PyMem_Free(d.bufs);
+  }
+  PyMem_Free(refs);
+  return out;
+}
+
+/* Drop the references of an encoded value never decoded (a message's: one
+ * each, unconditionally) or stored (release: a container's, at most once).
+ * Returns the number of blocks, -1 with an exception on malformed data. */
+static Py_ssize_t drop_refs(const void *data, size_t len, int stored) {
+  dec_t d = {data, (const unsigned char *)data + len, NULL, 0, 0};
+  oob_t *refs;
+  size_t n;
+  if (len == 0 || *(const unsigned char *)data != 'X')
+    return 0;
+  if (dec_header(&d, &refs, &n) < 0)
+    return -1;
+  posh_heap_t *h = pyposh_heap_if_any();
+  if (h) {
+    if (stored) {
+      for (size_t i = 0; i < n; i++)
+        if (rc_drop_stored(refs[i].slot, refs[i].gen))
+          posh_free_off(h, (posh_off_t){refs[i].off});
+    } else {
+      free_refs(h, refs, n);
+    }
+  }
+  PyMem_Free(refs);
+  return (Py_ssize_t)n;
+}
+
+Py_ssize_t pyposh_discard(const void *data, size_t len) {
+  return drop_refs(data, len, 0);
+}
+
+Py_ssize_t pyposh_release(const void *data, size_t len) {
+  return drop_refs(data, len, 1);
+}
+
+/* ------------------------------------------------------------------------
+ * Module functions.
+ * ---------------------------------------------------------------------- */
+static PyObject *m_dumps(PyObject *self, PyObject *obj) { return encode(obj); }
+
+static PyObject *m_loads(PyObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"data", "copy", "consume", NULL};
+  Py_buffer b;
+  int copy = 0, consume = 1;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|pp", kwlist, &b, &copy,
+                                   &consume))
+    return NULL;
+  PyObject *out = pyposh_decode(b.buf, (size_t)b.len, copy, consume, NULL);
+  PyBuffer_Release(&b);
+  return out;
+}
+
+/* discard(data) / release(data): drop the message's / the container's
+ * references of an encoded value */
+static PyObject *drop_common(PyObject *arg, int stored) {
+  Py_buffer b;
+  if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+    return NULL;
+  Py_ssize_t n = drop_refs(b.buf, (size_t)b.len, stored);
+  PyBuffer_Release(&b);
+  return n < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
+static PyObject *m_discard(PyObject *self, PyObject *arg) {
+  return drop_common(arg, 0);
+}
+
+static PyObject *m_release(PyObject *self, PyObject *arg) {
+  return drop_common(arg, 1);
+}
+
+/* refcount(data) -> list of the reference counts of its blocks (tests) */
+static PyObject *m_refcounts(PyObject *self, PyObject *arg) {
+  Py_buffer b;
+  if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+    return NULL;
+  dec_t d = {b.buf, (const unsigned char *)b.buf + b.len, NULL, 0, 0};
+  oob_t *refs;
+  size_t n;
+  int r = dec_header(&d, &refs, &n);
+  PyBuffer_Release(&b);
+  if (r < 0)
+    return NULL;
+  posh_atomic_t *t = n ? rc_table() : NULL;
+  PyObject *out = PyList_New((Py_ssize_t)n);
+  for (size_t i = 0; out && i < n; i++) {
+    uint64_t w = t ? posh_atomic_load_acquire(&t[refs[i].slot]) : 0;
+    /* acquire: pairs with the reference operations' full barriers */
+    long c = ((w >> RC_GEN_SHIFT) & RC_GEN_MASK) == refs[i].gen
+                 ? (long)(w & RC_COUNT_MASK) : 0;
+    PyList_SET_ITEM(out, (Py_ssize_t)i, PyLong_FromLong(c));
+  }
+  PyMem_Free(refs);
+  return out;
+}
+
+/* in_heap(obj) -> bool: the buffer of obj lies in the default heap */
+static PyObject *m_in_heap(PyObject *self, PyObject *arg) {
+  Py_buffer b;
+  if (PyObject_GetBuffer(arg, &b, PyBUF_RECORDS_RO) < 0)
+    return NULL;
+  posh_heap_t *h = pyposh_heap_if_any();
+  int in = h && b.len > 0 && posh_heap_contains(h, b.buf) &&
+           posh_heap_contains(h, (char *)b.buf + b.len - 1);
+  PyBuffer_Release(&b);
+  return PyBool_FromLong(in);
+}
+
+static PyObject *m_set_threshold(PyObject *self, PyObject *arg) {
+  Py_ssize_t n = PyLong_AsSsize_t(arg);
+  if (n == -1 && PyErr_Occurred())
+    return NULL;
+  if (n < 1) {
+    PyErr_SetString(PyExc_ValueError, "threshold must be >= 1");
+    return NULL;
+  }
+  Py_ssize_t old = g_threshold;
+  g_threshold = n;
+  return PyLong_FromSsize_t(old);
+}
+
+static PyMethodDef codec_methods[] = {
+    {"dumps", m_dumps, METH_O,
+     "dumps(obj) -> bytes: encode obj (natively or with pickle 5; big "
+     "buffers go to the heap)"},
+    {"loads", (PyCFunction)(void (*)(void))m_loads,
+     METH_VARARGS | METH_KEYWORDS,
+     "loads(data, copy=False, consume=True): decode; consume: the message's "
+     "references of its heap blocks pass to the result (once per message); "
+     "consume=False: the result takes references of its own"},
+    {"discard", m_discard, METH_O,
+     "discard(data) -> n: drop the message's references of its heap blocks "
+     "without decoding"},
+    {"release", m_release, METH_O,
+     "release(data) -> n: drop a container's stored references of the heap "
+     "blocks of data (at most once per block)"},
+    {"_refcounts", m_refcounts, METH_O,
+     "_refcounts(data) -> [count per heap block] (0: freed)"},
+    {"in_heap", m_in_heap, METH_O, "in_heap(buffer) -> bool"},
+    {"set_oob_threshold", m_set_threshold, METH_O,
+     "set_oob_threshold(n) -> old: smallest buffer placed in the heap"},
+    {NULL, NULL, 0, NULL},
+};
+
+int pyposh_codec_init(PyObject *m) {
+  if (PyType_Ready(&HeapBuffer_Type) < 0)
+    return -1;
+  if (PyModule_AddObjectRef(m, "HeapBuffer", (PyObject *)&HeapBuffer_Type) <
+      0)
+    return -1;
+  PyObject *pickle = PyImport_ImportModule("pickle");
+  if (!pickle)
+    return -1;
+  g_pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
+  g_pickle_loads = PyObject_GetAttrString(pickle, "loads");
+  Py_DECREF(pickle);
+  if (!g_pickle_dumps || !g_pickle_loads)
+    return -1;
+  return PyModule_AddFunctions(m, codec_methods);
+}

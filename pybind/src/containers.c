@@ -1,0 +1,1166 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * This file contains the C bases of posh.dict and posh.list
+ * (posh._posh.DictBase, posh._posh.ListBase) over libposh's dict and list
+ * objects: keys and values are encoded with the posh codec (dict keys in
+ * its canonical key form).  The hot paths (d[k], d[k] = v, del d[k],
+ * k in d, len, l[i], l[i] = v, append) are C slots with stack buffers; the
+ * rest of the protocol is in posh/containers.py.
+ *
+ * Out-of-band blocks (values holding big buffers, see codec.c): a stored
+ * encoding holds one reference of each of its blocks.  Readers decode with
+ * consume=0 (their views take references of their own; a value released
+ * between the read and the reference is re-read).  Whoever removes a value
+ * from a container releases its stored references: dict overwrites use a
+ * get + compare-and-swap loop and deletions use pop, so exactly one process
+ * releases a given old value; list overwrites read the old value and then
+ * set (no swap in the C list), and the release is idempotent (codec's
+ * dropped bit), so a race can only leak (never free too early).
+ */
+#include "pyposh.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "posh/dict.h"
+#include "posh/list.h"
+
+#define STACK 1024 /* bytes read into a stack buffer before allocating */
+
+typedef struct {
+  PyObject_HEAD
+  posh_obj_t *obj;
+  uint64_t id;     /* the object's unique id (process-local handle count) */
+  PyObject *weak;
+} Cont;
+
+/* Per process: object id -> number of open wrappers, so that the last one
+ * of the last process releases the values still stored (their heap
+ * blocks) before the C object frees their bytes. */
+static PyObject *g_opened;
+
+static int cont_check(Cont *self) {
+  if (!self->obj) {
+    PyErr_SetString(PyExc_RuntimeError, "posh: object not initialised");
+    return -1;
+  }
+  if (!pyposh_heap_if_any()) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "posh: the heap was detached at interpreter exit");
+    return -1;
+  }
+  return 0;
+}
+
+static int cont_opened(Cont *self, int delta) {
+  posh_obj_ref_t ref;
+  if (posh_obj_ref(self->obj, &ref) < 0)
+    return 0;
+  self->id = ref.id;
+  PyObject *k = PyLong_FromUnsignedLongLong(ref.id);
+  if (!k)
+    return -1;
+  PyObject *v = PyDict_GetItemWithError(g_opened, k);
+  long n = (v ? PyLong_AsLong(v) : 0) + delta;
+  int r;
+  if (n <= 0) {
+    r = v ? PyDict_DelItem(g_opened, k) : 0;
+  } else {
+    PyObject *nv = PyLong_FromLong(n);
+    r = nv ? PyDict_SetItem(g_opened, k, nv) : -1;
+    Py_XDECREF(nv);
+  }
+  Py_DECREF(k);
+  return r < 0 ? -1 : (int)n;
+}
+
+/* _create(capacity=0) / _open(off, id) */
+static PyObject *cont_create_common(Cont *self, int type, uint64_t cap) {
+  if (self->obj) {
+    PyErr_SetString(PyExc_RuntimeError, "posh: object already initialised");
+    return NULL;
+  }
+  posh_heap_t *h = pyposh_heap();
+  if (!h)
+    return NULL;
+  int r;
+  if (type == POSH_OBJ_DICT) {
+    posh_dict_options_t o = {cap};
+    r = posh_dict_create(h, NULL, &o, &self->obj);
+  } else {
+    r = posh_list_create(h, NULL, &self->obj);
+  }
+  if (r < 0)
+    return pyposh_error(r);
+  if (cont_opened(self, 1) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *cont_open_common(Cont *self, PyObject *args, uint32_t type) {
+  unsigned long long off, id;
+  if (!PyArg_ParseTuple(args, "KK", &off, &id))
+    return NULL;
+  if (self->obj) {
+    PyErr_SetString(PyExc_RuntimeError, "posh: object already initialised");
+    return NULL;
+  }
+  posh_heap_t *h = pyposh_heap();
+  if (!h)
+    return NULL;
+  posh_obj_ref_t ref = {off, id, type, 0};
+  int r = posh_obj_open_ref(h, &ref, &self->obj);
+  if (r < 0)
+    return pyposh_error(r);
+  if (cont_opened(self, 1) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *cont_ref(Cont *self, PyObject *unused) {
+  if (cont_check(self) < 0)
+    return NULL;
+  posh_obj_ref_t ref;
+  int r = posh_obj_ref(self->obj, &ref);
+  if (r < 0)
+    return pyposh_error(r);
+  return Py_BuildValue("(KK)", (unsigned long long)ref.off,
+                       (unsigned long long)ref.id);
+}
+
+/* Release the stored references of every value (the object is about to be
+ * freed by this, its last handle). */
+static int dict_release_visit(const void *key, size_t klen, const void *val,
+                              size_t vlen, void *arg) {
+  if (PYPOSH_HAS_OOB(val, vlen) && pyposh_release(val, vlen) < 0)
+    PyErr_Clear();
+  return 0;
+}
+
+static int list_release_visit(void *arg, size_t i, const void *data,
+                              size_t len) {
+  if (PYPOSH_HAS_OOB(data, len) && pyposh_release(data, len) < 0)
+    PyErr_Clear();
+  return 0;
+}
+
+static void cont_dealloc(Cont *self) {
+  if (self->weak)
+    PyObject_ClearWeakRefs((PyObject *)self);
+  /* After exit processing detached the heap, the handle's heap is gone:
+   * leave it (the process is ending). */
+  if (self->obj && pyposh_heap_if_any()) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    int left = cont_opened(self, -1);
+    uint32_t procs = 0, names = 0;
+    if (left == 0 && posh_obj_refs(self->obj, &procs, &names) == 0 &&
+        procs <= 1 && names == 0) {
+      if (posh_obj_type(self->obj) == POSH_OBJ_DICT)
+        posh_dict_foreach(self->obj, dict_release_visit, NULL);
+      else
+        posh_list_get_slice(self->obj, 0, INT64_MAX, 1, list_release_visit,
+                            NULL);
+    }
+    PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+    posh_obj_close(self->obj);
+  }
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* A stored value whose heap blocks were released keeps failing to decode:
+ * only after a sort/reverse raced with an overwrite (see the docs). */
+#define MAX_TRIES 10000
+static PyObject *stale_error(void) {
+  PyErr_SetString(PyExc_ValueError,
+                  "posh: the stored value's heap blocks were released "
+                  "(a sort or reverse raced with an overwrite)");
+  return NULL;
+}
+
+/* A decoded value read by `read` (a posh_*_get into buf/cap): re-read while
+ * its heap blocks were released between the read and the decode. */
+typedef int (*read_fn)(Cont *self, const void *arg, void *buf, size_t cap,
+                       size_t *len);
+
+static PyObject *read_decode(Cont *self, read_fn rd, const void *arg,
+                             int copy) {
+  unsigned char stack[STACK];
+  for (int tries = 0;; tries++) {
+    if (tries == MAX_TRIES)
+      return stale_error();
+    size_t len = 0;
+    int r = rd(self, arg, stack, sizeof stack, &len);
+    void *heap = NULL;
+    const void *p = stack;
+    while (r == POSH_EMSGSIZE) {
+      free(heap);
+      heap = malloc(len ? len : 1);
+      if (!heap)
+        return PyErr_NoMemory();
+      size_t cap = len;
+      r = rd(self, arg, heap, cap, &len);
+      p = heap;
+    }
+    if (r < 0) {
+      free(heap);
+      return (PyObject *)(intptr_t)r; /* caller maps: never a valid ptr */
+    }
+    int stale = 0;
+    PyObject *o = pyposh_decode(p, len, copy, 0, &stale);
+    free(heap);
+    if (o || !stale)
+      return o;
+  }
+}
+
+#define IS_ERR(o) ((intptr_t)(o) < 0 && (intptr_t)(o) > -4096)
+
+/* ------------------------------------------------------------------------
+ * dict
+ * ---------------------------------------------------------------------- */
+static int dict_read(Cont *self, const void *arg, void *buf, size_t cap,
+                     size_t *len) {
+  const pyposh_buf_t *k = arg;
+  return posh_dict_get(self->obj, k->p, k->len, buf, cap, len);
+}
+
+static PyObject *dict_lookup(Cont *self, PyObject *key, int copy,
+                             int *missing) {
+  pyposh_buf_t k;
+  *missing = 0;
+  if (cont_check(self) < 0 || pyposh_encode(key, 1, &k) < 0)
+    return NULL;
+  PyObject *o = read_decode(self, dict_read, &k, copy);
+  pyposh_buf_free(&k);
+  if (IS_ERR(o)) {
+    int r = (int)(intptr_t)o;
+    if (r == POSH_ENOENT) {
+      *missing = 1;
+      return NULL;
+    }
+    return pyposh_error(r);
+  }
+  return o;
+}
+
+static PyObject *dict_subscript(Cont *self, PyObject *key) {
+  int missing;
+  PyObject *o = dict_lookup(self, key, 0, &missing);
+  if (missing)
+    PyErr_SetObject(PyExc_KeyError, key);
+  return o;
+}
+
+/* get(key, default=None, copy=False) */
+static PyObject *dict_get(Cont *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"key", "default", "copy", NULL};
+  PyObject *key, *dflt = Py_None;
+  int copy = 0, missing;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Op", kwlist, &key, &dflt,
+                                   &copy))
+    return NULL;
+  PyObject *o = dict_lookup(self, key, copy, &missing);
+  if (missing)
+    return Py_NewRef(dflt);
+  return o;
+}
+
+/* Store k -> v (encoded), releasing the old value's heap blocks: exactly
+ * the process whose compare-and-swap replaced the old value releases it. */
+static int dict_store(Cont *self, const pyposh_buf_t *k,
+                      const pyposh_buf_t *v) {
+  unsigned char stack[STACK];
+  for (;;) {
+    size_t len = 0;
+    void *heap = NULL;
+    const void *old = stack;
+    int r = posh_dict_get(self->obj, k->p, k->len, stack, sizeof stack, &len);
+    while (r == POSH_EMSGSIZE) {
+      free(heap);
+      heap = malloc(len ? len : 1);
+      if (!heap) {
+        PyErr_NoMemory();
+        return -1;
+      }
+      r = posh_dict_get(self->obj, k->p, k->len, heap, len, &len);
+      old = heap;
+    }
+    if (r == POSH_ENOENT) {
+      r = posh_dict_cas(self->obj, k->p, k->len, NULL, 0, v->p, v->len);
+      if (r == POSH_EEXIST)
+        continue; /* inserted meanwhile */
+    } else if (r == 0) {
+      r = posh_dict_cas(self->obj, k->p, k->len, old, len, v->p, v->len);
+      if (r == POSH_EAGAIN || r == POSH_ENOENT) {
+        free(heap);
+        continue; /* changed meanwhile */
+      }
+      if (r == 0 && PYPOSH_HAS_OOB(old, len) && pyposh_release(old, len) < 0)
+        PyErr_Clear();
+    }
+    free(heap);
+    if (r < 0) {
+      pyposh_error(r);
+      return -1;
+    }
+    return 0;
+  }
+}
+
+/* Remove key; its value into *out if out (decoded) else released.
+ * 1 removed, 0 absent, -1 error. */
+static int dict_remove(Cont *self, const pyposh_buf_t *k, PyObject **out) {
+  unsigned char stack[STACK];
+  size_t len = 0;
+  void *heap = NULL;
+  const void *p = stack;
+  int r = posh_dict_pop(self->obj, k->p, k->len, stack, sizeof stack, &len);
+  while (r == POSH_EMSGSIZE) {
+    free(heap);
+    heap = malloc(len ? len : 1);
+    if (!heap) {
+      PyErr_NoMemory();
+      return -1;
+    }
+    r = posh_dict_pop(self->obj, k->p, k->len, heap, len, &len);
+    p = heap;
+  }
+  if (r == POSH_ENOENT) {
+    free(heap);
+    return 0;
+  }
+  if (r < 0) {
+    free(heap);
+    pyposh_error(r);
+    return -1;
+  }
+  int ret = 1;
+  if (out) {
+    /* we removed it: its stored references are still there (ours to
+     * drop), so the decode cannot be stale */
+    int stale = 0;
+    *out = pyposh_decode(p, len, 0, 0, &stale);
+    if (!*out) {
+      if (stale)
+        PyErr_SetString(PyExc_RuntimeError, "posh: popped value released");
+      ret = -1;
+    }
+  }
+  if (PYPOSH_HAS_OOB(p, len) && pyposh_release(p, len) < 0)
+    PyErr_Clear();
+  free(heap);
+  return ret;
+}
+
+static int dict_ass_subscript(Cont *self, PyObject *key, PyObject *val) {
+  pyposh_buf_t k, v;
+  if (cont_check(self) < 0 || pyposh_encode(key, 1, &k) < 0)
+    return -1;
+  int r;
+  if (!val) {
+    r = dict_remove(self, &k, NULL);
+    if (r == 0) {
+      PyErr_SetObject(PyExc_KeyError, key);
+      r = -1;
+    }
+    pyposh_buf_free(&k);
+    return r < 0 ? -1 : 0;
+  }
+  if (pyposh_encode(val, 0, &v) < 0) {
+    pyposh_buf_free(&k);
+    return -1;
+  }
+  r = dict_store(self, &k, &v);
+  if (r < 0 && PYPOSH_HAS_OOB(v.p, v.len))
+    pyposh_discard(v.p, v.len);
+  pyposh_buf_free(&k);
+  pyposh_buf_free(&v);
+  return r;
+}
+
+static int dict_contains(Cont *self, PyObject *key) {
+  pyposh_buf_t k;
+  if (cont_check(self) < 0 || pyposh_encode(key, 1, &k) < 0)
+    return -1;
+  int r = posh_dict_contains(self->obj, k.p, k.len);
+  pyposh_buf_free(&k);
+  if (r == 0)
+    return 1;
+  if (r == POSH_ENOENT)
+    return 0;
+  pyposh_error(r);
+  return -1;
+}
+
+static Py_ssize_t dict_len(Cont *self) {
+  if (cont_check(self) < 0)
+    return -1;
+  size_t n;
+  int r = posh_dict_len(self->obj, &n);
+  if (r < 0) {
+    pyposh_error(r);
+    return -1;
+  }
+  return (Py_ssize_t)n;
+}
+
+/* _pop(key) -> value; KeyError when absent */
+static PyObject *dict_pop_m(Cont *self, PyObject *key) {
+  pyposh_buf_t k;
+  if (cont_check(self) < 0 || pyposh_encode(key, 1, &k) < 0)
+    return NULL;
+  PyObject *o = NULL;
+  int r = dict_remove(self, &k, &o);
+  pyposh_buf_free(&k);
+  if (r == 0)
+    PyErr_SetObject(PyExc_KeyError, key);
+  return r == 1 ? o : NULL;
+}
+
+/* popitem() -> (key, value); KeyError when empty */
+static PyObject *dict_popitem(Cont *self, PyObject *unused) {
+  if (cont_check(self) < 0)
+    return NULL;
+  unsigned char ks[STACK], vs[STACK];
+  void *kh = NULL, *vh = NULL;
+  void *kb = ks, *vb = vs;
+  size_t kc = sizeof ks, vc = sizeof vs, kl = 0, vl = 0;
+  int r;
+  while ((r = posh_dict_popitem(self->obj, kb, kc, &kl, vb, vc, &vl)) ==
+         POSH_EMSGSIZE) {
+    if (kl > kc) {
+      free(kh);
+      kb = kh = malloc(kl);
+      kc = kl;
+    }
+    if (vl > vc) {
+      free(vh);
+      vb = vh = malloc(vl);
+      vc = vl;
+    }
+    if (!kb || !vb) {
+      free(kh);
+      free(vh);
+      return PyErr_NoMemory();
+    }
+  }
+  PyObject *out = NULL;
+  if (r == POSH_ENOENT) {
+    PyErr_SetString(PyExc_KeyError, "popitem(): dictionary is empty");
+  } else if (r < 0) {
+    pyposh_error(r);
+  } else {
+    int stale = 0;
+    PyObject *key = pyposh_decode(kb, kl, 0, 1, NULL);
+    PyObject *val = key ? pyposh_decode(vb, vl, 0, 0, &stale) : NULL;
+    if (key && val)
+      out = PyTuple_Pack(2, key, val);
+    Py_XDECREF(key);
+    Py_XDECREF(val);
+    if (PYPOSH_HAS_OOB(vb, vl) && pyposh_release(vb, vl) < 0)
+      PyErr_Clear();
+  }
+  free(kh);
+  free(vh);
+  return out;
+}
+
+/* setdefault(key, default=None) */
+static PyObject *dict_setdefault(Cont *self, PyObject *args) {
+  PyObject *key, *dflt = Py_None;
+  if (!PyArg_ParseTuple(args, "O|O", &key, &dflt))
+    return NULL;
+  pyposh_buf_t k, v;
+  if (cont_check(self) < 0 || pyposh_encode(key, 1, &k) < 0)
+    return NULL;
+  if (pyposh_encode(dflt, 0, &v) < 0) {
+    pyposh_buf_free(&k);
+    return NULL;
+  }
+  PyObject *out = NULL;
+  for (;;) {
+    int r = posh_dict_cas(self->obj, k.p, k.len, NULL, 0, v.p, v.len);
+    if (r == 0) {
+      out = Py_NewRef(dflt);
+      break;
+    }
+    if (r != POSH_EEXIST) {
+      pyposh_error(r);
+      break;
+    }
+    out = read_decode(self, dict_read, &k, 0);
+    if (IS_ERR(out)) {
+      r = (int)(intptr_t)out;
+      out = NULL;
+      if (r == POSH_ENOENT)
+        continue; /* deleted meanwhile */
+      pyposh_error(r);
+    }
+    break;
+  }
+  if (!(out == dflt) && PYPOSH_HAS_OOB(v.p, v.len))
+    pyposh_discard(v.p, v.len); /* not stored */
+  pyposh_buf_free(&k);
+  pyposh_buf_free(&v);
+  return out;
+}
+
+/* _items(what): 0 keys, 1 values, 2 items; a snapshot list (weakly
+ * consistent, no duplicates) */
+static PyObject *dict_items(Cont *self, PyObject *arg) {
+  long what = PyLong_AsLong(arg);
+  if (what == -1 && PyErr_Occurred())
+    return NULL;
+  if (cont_check(self) < 0)
+    return NULL;
+  PyObject *raw = PyDict_New(); /* encoded key -> encoded value */
+  if (!raw)
+    return NULL;
+  posh_dict_iter_t it = POSH_DICT_ITER_INIT;
+  size_t kc = STACK, vc = STACK, kl, vl;
+  unsigned char *kb = malloc(kc), *vb = malloc(vc);
+  int r = kb && vb ? 0 : POSH_ENOMEM;
+  while (r == 0) {
+    r = posh_dict_iter_next(self->obj, &it, kb, kc, &kl, vb, vc, &vl);
+    if (r == POSH_EMSGSIZE) {
+      if (kl > kc) {
+        free(kb);
+        kb = malloc(kc = kl);
+      }
+      if (vl > vc) {
+        free(vb);
+        vb = malloc(vc = vl);
+      }
+      r = kb && vb ? 0 : POSH_ENOMEM;
+      continue;
+    }
+    if (r < 0)
+      break;
+    PyObject *k = PyBytes_FromStringAndSize((char *)kb, (Py_ssize_t)kl);
+    PyObject *v = what ? PyBytes_FromStringAndSize((char *)vb, (Py_ssize_t)vl)
+                       : Py_NewRef(Py_None);
+    if (!k || !v || PyDict_SetItem(raw, k, v) < 0) {
+      Py_XDECREF(k);
+      Py_XDECREF(v);
+      free(kb);
+      free(vb);
+      Py_DECREF(raw);
+      return NULL;
+    }
+    Py_DECREF(k);
+    Py_DECREF(v);
+  }
+  free(kb);
+  free(vb);
+  if (r != POSH_ENOENT) {
+    Py_DECREF(raw);
+    return pyposh_error(r);
+  }
+  PyObject *out = PyList_New(0);
+  PyObject *k, *v;
+  Py_ssize_t pos = 0;
+  while (out && PyDict_Next(raw, &pos, &k, &v)) {
+    PyObject *key = NULL, *val = NULL, *item = NULL;
+    if (what != 1)
+      key = pyposh_decode(PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), 0, 1,
+                          NULL);
+    if (what && (what == 1 || key)) {
+      int stale = 0;
+      val = pyposh_decode(PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v), 0, 0,
+                          &stale);
+      if (!val && stale) { /* replaced meanwhile: read it again */
+        pyposh_buf_t kk = {(unsigned char *)PyBytes_AS_STRING(k),
+                           (size_t)PyBytes_GET_SIZE(k), NULL, {0}};
+        val = read_decode(self, dict_read, &kk, 0);
+        if (IS_ERR(val)) {
+          int e = (int)(intptr_t)val;
+          Py_XDECREF(key);
+          if (e == POSH_ENOENT)
+            continue; /* deleted meanwhile */
+          Py_CLEAR(out);
+          pyposh_error(e);
+          break;
+        }
+      }
+    }
+    if ((what != 1 && !key) || (what && !val)) {
+      Py_XDECREF(key);
+      Py_XDECREF(val);
+      Py_CLEAR(out);
+      break;
+    }
+    item = what == 0 ? Py_NewRef(key)
+           : what == 1 ? Py_NewRef(val)
+                       : PyTuple_Pack(2, key, val);
+    Py_XDECREF(key);
+    Py_XDECREF(val);
+    if (!item || PyList_Append(out, item) < 0)
+      Py_CLEAR(out);
+    Py_XDECREF(item);
+  }
+  Py_DECREF(raw);
+  return out;
+}
+
+/* _clear(): remove every item, releasing each value (one atomic pop per
+ * item, not one atomic clear) */
+static PyObject *dict_clear(Cont *self, PyObject *unused) {
+  for (;;) {
+    PyObject *kv = dict_popitem(self, NULL);
+    if (!kv) {
+      if (PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+      }
+      return NULL;
+    }
+    Py_DECREF(kv);
+  }
+}
+
+static PyObject *dict_create(Cont *self, PyObject *args) {
+  unsigned long long cap = 0;
+  if (!PyArg_ParseTuple(args, "|K", &cap))
+    return NULL;
+  return cont_create_common(self, POSH_OBJ_DICT, cap);
+}
+
+static PyObject *dict_open(Cont *self, PyObject *args) {
+  return cont_open_common(self, args, POSH_OBJ_DICT);
+}
+
+static PyMethodDef dict_methods[] = {
+    {"_create", (PyCFunction)dict_create, METH_VARARGS, NULL},
+    {"_open", (PyCFunction)dict_open, METH_VARARGS, NULL},
+    {"_ref", (PyCFunction)cont_ref, METH_NOARGS, NULL},
+    {"get", (PyCFunction)(void (*)(void))dict_get,
+     METH_VARARGS | METH_KEYWORDS,
+     "get(key, default=None, copy=False): the value, or default; copy: "
+     "private copies of big buffers instead of zero-copy heap views"},
+    {"_pop", (PyCFunction)dict_pop_m, METH_O, NULL},
+    {"popitem", (PyCFunction)dict_popitem, METH_NOARGS,
+     "remove and return some (key, value) pair; KeyError if empty"},
+    {"setdefault", (PyCFunction)dict_setdefault, METH_VARARGS,
+     "setdefault(key, default=None): atomic get-or-insert"},
+    {"_items", (PyCFunction)dict_items, METH_O, NULL},
+    {"clear", (PyCFunction)dict_clear, METH_NOARGS,
+     "remove every item (one atomic pop per item)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods dict_as_mapping = {
+    (lenfunc)dict_len, (binaryfunc)dict_subscript,
+    (objobjargproc)dict_ass_subscript};
+static PySequenceMethods dict_as_seq = {.sq_contains =
+                                            (objobjproc)dict_contains};
+
+static PyTypeObject DictBase_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "posh._posh.DictBase",
+    .tp_basicsize = sizeof(Cont),
+    .tp_dealloc = (destructor)cont_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = PyType_GenericNew,
+    .tp_methods = dict_methods,
+    .tp_as_mapping = &dict_as_mapping,
+    .tp_as_sequence = &dict_as_seq,
+    .tp_weaklistoffset = offsetof(Cont, weak),
+    .tp_doc = "C base of posh.dict",
+};
+
+/* ------------------------------------------------------------------------
+ * list
+ * ---------------------------------------------------------------------- */
+static int list_read(Cont *self, const void *arg, void *buf, size_t cap,
+                     size_t *len) {
+  return posh_list_get(self->obj, *(const int64_t *)arg, buf, cap, len);
+}
+
+static PyObject *list_err(int r) {
+  if (r == POSH_ERANGE) {
+    PyErr_SetString(PyExc_IndexError, "list index out of range");
+    return NULL;
+  }
+  return pyposh_error(r);
+}
+
+/* The decoded items of a slice (a list), re-read if stale. */
+static PyObject *list_slice(Cont *self, int64_t start, int64_t stop,
+                            int64_t step, int copy) {
+  for (int tries = 0;; tries++) {
+    if (tries == MAX_TRIES)
+      return stale_error();
+    posh_list_item_t *items = NULL;
+    size_t n = 0;
+    int r = posh_list_get_slice_alloc(self->obj, start, stop, step, &items,
+                                      &n);
+    if (r < 0)
+      return list_err(r);
+    PyObject *out = PyList_New((Py_ssize_t)n);
+    int stale = 0;
+    for (size_t i = 0; out && i < n; i++) {
+      PyObject *o = pyposh_decode(items[i].data, items[i].len, copy, 0,
+                                  &stale);
+      if (!o) {
+        Py_CLEAR(out);
+        break;
+      }
+      PyList_SET_ITEM(out, (Py_ssize_t)i, o);
+    }
+    posh_list_items_free(items, n);
+    if (out || !stale)
+      return out;
+  }
+}
+
+static PyObject *list_item(Cont *self, Py_ssize_t i, int copy) {
+  int64_t ix = i;
+  PyObject *o = read_decode(self, list_read, &ix, copy);
+  if (IS_ERR(o))
+    return list_err((int)(intptr_t)o);
+  return o;
+}
+
+static PyObject *list_subscript(Cont *self, PyObject *key) {
+  if (cont_check(self) < 0)
+    return NULL;
+  if (PyIndex_Check(key)) {
+    Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+    if (i == -1 && PyErr_Occurred())
+      return NULL;
+    return list_item(self, i, 0);
+  }
+  if (PySlice_Check(key)) {
+    Py_ssize_t start, stop, step;
+    if (PySlice_Unpack(key, &start, &stop, &step) < 0)
+      return NULL;
+    return list_slice(self, start, stop, step, 0);
+  }
+  return PyErr_Format(PyExc_TypeError,
+                      "list indices must be integers or slices, not %.200s",
+                      Py_TYPE(key)->tp_name);
+}
+
+/* Release the old encodings (a list of bytes) that held heap blocks. */
+static void release_list(posh_list_item_t *items, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (PYPOSH_HAS_OOB(items[i].data, items[i].len) &&
+        pyposh_release(items[i].data, items[i].len) < 0)
+      PyErr_Clear();
+}
+
+/* Encode the items of an iterable: a PyMem array of n encodings. */
+static pyposh_buf_t *encode_all(PyObject *iterable, size_t *n_out) {
+  PyObject *seq = PySequence_Fast(iterable, "can only assign an iterable");
+  if (!seq)
+    return NULL;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  pyposh_buf_t *bufs = PyMem_Calloc(n ? (size_t)n : 1, sizeof *bufs);
+  if (!bufs) {
+    Py_DECREF(seq);
+    PyErr_NoMemory();
+    return NULL;
+  }
+  for (Py_ssize_t i = 0; i < n; i++) {
+    if (pyposh_encode(PySequence_Fast_GET_ITEM(seq, i), 0, &bufs[i]) < 0) {
+      for (Py_ssize_t j = 0; j < i; j++) {
+        if (PYPOSH_HAS_OOB(bufs[j].p, bufs[j].len))
+          pyposh_discard(bufs[j].p, bufs[j].len);
+        pyposh_buf_free(&bufs[j]);
+      }
+      PyMem_Free(bufs);
+      Py_DECREF(seq);
+      return NULL;
+    }
+    /* the small buffer moves with the array: repoint */
+    if (!bufs[i].alloc)
+      bufs[i].p = bufs[i].small;
+  }
+  Py_DECREF(seq);
+  *n_out = (size_t)n;
+  return bufs;
+}
+
+static void free_all(pyposh_buf_t *bufs, size_t n, int discard) {
+  for (size_t i = 0; i < n; i++) {
+    if (discard && PYPOSH_HAS_OOB(bufs[i].p, bufs[i].len))
+      pyposh_discard(bufs[i].p, bufs[i].len);
+    pyposh_buf_free(&bufs[i]);
+  }
+  PyMem_Free(bufs);
+}
+
+static struct iovec *to_iov(pyposh_buf_t *bufs, size_t n) {
+  struct iovec *iov = PyMem_Malloc((n ? n : 1) * sizeof *iov);
+  if (!iov) {
+    PyErr_NoMemory();
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    iov[i].iov_base = bufs[i].p;
+    iov[i].iov_len = bufs[i].len;
+  }
+  return iov;
+}
+
+/* l[start:stop:step] = iterable (v NULL: delete), releasing the old
+ * items' heap blocks (read first: not atomic with the write, see the top
+ * of the file). */
+static int list_ass_slice(Cont *self, Py_ssize_t start, Py_ssize_t stop,
+                          Py_ssize_t step, PyObject *v) {
+  pyposh_buf_t *bufs = NULL;
+  size_t n = 0;
+  struct iovec *iov = NULL;
+  if (v) {
+    if ((PyObject *)self == v) { /* l[:] = l */
+      PyObject *snap = list_slice(self, 0, INT64_MAX, 1, 0);
+      if (!snap)
+        return -1;
+      int r = list_ass_slice(self, start, stop, step, snap);
+      Py_DECREF(snap);
+      return r;
+    }
+    if (!(bufs = encode_all(v, &n)) || !(iov = to_iov(bufs, n))) {
+      if (bufs)
+        free_all(bufs, n, 1);
+      return -1;
+    }
+  }
+  posh_list_item_t *old = NULL;
+  size_t nold = 0;
+  int r = posh_list_get_slice_alloc(self->obj, start, stop, step, &old,
+                                    &nold);
+  if (r == 0)
+    r = v ? posh_list_set_slice(self->obj, start, stop, step, iov, n)
+          : posh_list_delete_slice(self->obj, start, stop, step);
+  if (r == 0)
+    release_list(old, nold);
+  if (old)
+    posh_list_items_free(old, nold);
+  PyMem_Free(iov);
+  if (bufs)
+    free_all(bufs, n, r < 0);
+  if (r == POSH_EINVAL && v && step != 1) {
+    PyErr_Format(PyExc_ValueError,
+                 "attempt to assign sequence of size %zu to extended slice "
+                 "of size %zu", n, nold);
+    return -1;
+  }
+  if (r < 0) {
+    list_err(r);
+    return -1;
+  }
+  return 0;
+}
+
+static int list_ass_subscript(Cont *self, PyObject *key, PyObject *v) {
+  if (cont_check(self) < 0)
+    return -1;
+  if (PySlice_Check(key)) {
+    Py_ssize_t start, stop, step;
+    if (PySlice_Unpack(key, &start, &stop, &step) < 0)
+      return -1;
+    return list_ass_slice(self, start, stop, step, v);
+  }
+  if (!PyIndex_Check(key)) {
+    PyErr_Format(PyExc_TypeError,
+                 "list indices must be integers or slices, not %.200s",
+                 Py_TYPE(key)->tp_name);
+    return -1;
+  }
+  Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+  if (i == -1 && PyErr_Occurred())
+    return -1;
+  unsigned char stack[STACK];
+  size_t len = 0;
+  void *heap = NULL;
+  const void *p = stack;
+  int r;
+  if (!v) { /* del l[i]: pop is atomic, release what it removed */
+    r = posh_list_pop(self->obj, i, stack, sizeof stack, &len);
+    if (r == POSH_EMSGSIZE) {
+      void *d = NULL;
+      r = posh_list_pop_alloc(self->obj, i, &d, &len);
+      p = heap = d;
+    }
+    if (r == 0 && PYPOSH_HAS_OOB(p, len) && pyposh_release(p, len) < 0)
+      PyErr_Clear();
+    free(heap);
+    if (r < 0) {
+      list_err(r);
+      return -1;
+    }
+    return 0;
+  }
+  pyposh_buf_t e;
+  if (pyposh_encode(v, 0, &e) < 0)
+    return -1;
+  /* the old value, to release its blocks after the overwrite */
+  r = posh_list_get(self->obj, i, stack, sizeof stack, &len);
+  if (r == POSH_EMSGSIZE) {
+    void *d = NULL;
+    r = posh_list_get_alloc(self->obj, i, &d, &len);
+    p = heap = d;
+  }
+  if (r == 0)
+    r = posh_list_set(self->obj, i, e.p, e.len);
+  if (r == 0 && PYPOSH_HAS_OOB(p, len) && pyposh_release(p, len) < 0)
+    PyErr_Clear();
+  free(heap);
+  if (r < 0 && PYPOSH_HAS_OOB(e.p, e.len))
+    pyposh_discard(e.p, e.len);
+  pyposh_buf_free(&e);
+  if (r < 0) {
+    if (r == POSH_ERANGE)
+      PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+    else
+      pyposh_error(r);
+    return -1;
+  }
+  return 0;
+}
+
+static Py_ssize_t list_len(Cont *self) {
+  if (cont_check(self) < 0)
+    return -1;
+  size_t n;
+  int r = posh_list_len(self->obj, &n);
+  if (r < 0) {
+    pyposh_error(r);
+    return -1;
+  }
+  return (Py_ssize_t)n;
+}
+
+static PyObject *list_append(Cont *self, PyObject *v) {
+  pyposh_buf_t e;
+  if (cont_check(self) < 0 || pyposh_encode(v, 0, &e) < 0)
+    return NULL;
+  int r = posh_list_append(self->obj, e.p, e.len);
+  if (r < 0 && PYPOSH_HAS_OOB(e.p, e.len))
+    pyposh_discard(e.p, e.len);
+  pyposh_buf_free(&e);
+  if (r < 0)
+    return pyposh_error(r);
+  Py_RETURN_NONE;
+}
+
+static PyObject *list_extend(Cont *self, PyObject *it) {
+  if (cont_check(self) < 0)
+    return NULL;
+  if ((PyObject *)self == it) {
+    PyObject *snap = list_slice(self, 0, INT64_MAX, 1, 0);
+    if (!snap)
+      return NULL;
+    PyObject *r = list_extend(self, snap);
+    Py_DECREF(snap);
+    return r;
+  }
+  size_t n = 0;
+  pyposh_buf_t *bufs = encode_all(it, &n);
+  if (!bufs)
+    return NULL;
+  struct iovec *iov = to_iov(bufs, n);
+  int r = iov ? posh_list_extend(self->obj, iov, n) : POSH_ENOMEM;
+  PyMem_Free(iov);
+  free_all(bufs, n, r < 0);
+  if (r < 0)
+    return pyposh_error(r);
+  Py_RETURN_NONE;
+}
+
+static PyObject *list_insert(Cont *self, PyObject *args) {
+  Py_ssize_t i;
+  PyObject *v;
+  if (!PyArg_ParseTuple(args, "nO", &i, &v))
+    return NULL;
+  pyposh_buf_t e;
+  if (cont_check(self) < 0 || pyposh_encode(v, 0, &e) < 0)
+    return NULL;
+  int r = posh_list_insert(self->obj, i, e.p, e.len);
+  if (r < 0 && PYPOSH_HAS_OOB(e.p, e.len))
+    pyposh_discard(e.p, e.len);
+  pyposh_buf_free(&e);
+  if (r < 0)
+    return pyposh_error(r);
+  Py_RETURN_NONE;
+}
+
+static PyObject *list_pop(Cont *self, PyObject *args) {
+  Py_ssize_t i = -1;
+  if (!PyArg_ParseTuple(args, "|n", &i))
+    return NULL;
+  if (cont_check(self) < 0)
+    return NULL;
+  unsigned char stack[STACK];
+  size_t len = 0;
+  void *heap = NULL;
+  const void *p = stack;
+  int r = posh_list_pop(self->obj, i, stack, sizeof stack, &len);
+  if (r == POSH_EMSGSIZE) {
+    void *d = NULL;
+    r = posh_list_pop_alloc(self->obj, i, &d, &len);
+    p = heap = d;
+  }
+  if (r < 0) {
+    free(heap);
+    if (r == POSH_ERANGE) {
+      size_t n = 1;
+      posh_list_len(self->obj, &n);
+      PyErr_SetString(PyExc_IndexError,
+                      n ? "pop index out of range" : "pop from empty list");
+      return NULL;
+    }
+    return pyposh_error(r);
+  }
+  int stale = 0;
+  PyObject *o = pyposh_decode(p, len, 0, 0, &stale);
+  if (!o && stale)
+    PyErr_SetString(PyExc_RuntimeError, "posh: popped value released");
+  if (PYPOSH_HAS_OOB(p, len) && pyposh_release(p, len) < 0)
+    PyErr_Clear();
+  free(heap);
+  return o;
+}
+
+/* _get(i, copy) */
+static PyObject *list_get(Cont *self, PyObject *args) {
+  Py_ssize_t i;
+  int copy = 0;
+  if (!PyArg_ParseTuple(args, "n|p", &i, &copy))
+    return NULL;
+  if (cont_check(self) < 0)
+    return NULL;
+  return list_item(self, i, copy);
+}
+
+/* _snapshot(copy=False): every item, decoded */
+static PyObject *list_snapshot(Cont *self, PyObject *args) {
+  int copy = 0;
+  if (!PyArg_ParseTuple(args, "|p", &copy))
+    return NULL;
+  if (cont_check(self) < 0)
+    return NULL;
+  return list_slice(self, 0, INT64_MAX, 1, copy);
+}
+
+/* _raw() -> list of the items' encodings (bytes) */
+static int raw_visit(void *arg, size_t i, const void *data, size_t len) {
+  PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
+  if (!b)
+    return -1;
+  int r = PyList_Append((PyObject *)arg, b);
+  Py_DECREF(b);
+  return r < 0 ? -1 : 0;
+}
+
+static PyObject *list_raw(Cont *self, PyObject *unused) {
+  if (cont_check(self) < 0)
+    return NULL;
+  PyObject *out = PyList_New(0);
+  if (!out)
+    return NULL;
+  int r = posh_list_get_slice(self->obj, 0, INT64_MAX, 1, raw_visit, out);
+  if (r < 0) {
+    Py_DECREF(out);
+    return r == -1 ? NULL : pyposh_error(r);
+  }
+  return out;
+}
+
+/* _set_raw(start, stop, list of bytes): l[start:stop] = the encodings, as
+ * they are (a permutation of the list's own items: no reference change) */
+static PyObject *list_set_raw(Cont *self, PyObject *args) {
+  Py_ssize_t start, stop;
+  PyObject *items;
+  if (!PyArg_ParseTuple(args, "nnO!", &start, &stop, &PyList_Type, &items))
+    return NULL;
+  if (cont_check(self) < 0)
+    return NULL;
+  Py_ssize_t n = PyList_GET_SIZE(items);
+  struct iovec *iov = PyMem_Malloc((n ? (size_t)n : 1) * sizeof *iov);
+  if (!iov)
+    return PyErr_NoMemory();
+  for (Py_ssize_t i = 0; i < n; i++) {
+    PyObject *b = PyList_GET_ITEM(items, i);
+    if (!PyBytes_Check(b)) {
+      PyMem_Free(iov);
+      PyErr_SetString(PyExc_TypeError, "bytes expected");
+      return NULL;
+    }
+    iov[i].iov_base = PyBytes_AS_STRING(b);
+    iov[i].iov_len = (size_t)PyBytes_GET_SIZE(b);
+  }
+  int r = posh_list_set_slice(self->obj, start, stop, 1, iov, (size_t)n);
+  PyMem_Free(iov);
+  if (r < 0)
+    return pyposh_error(r);
+  Py_RETURN_NONE;
+}
+
+static PyObject *list_clear(Cont *self, PyObject *unused) {
+  if (cont_check(self) < 0)
+    return NULL;
+  if (list_ass_slice(self, 0, INT64_MAX, 1, NULL) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *list_create(Cont *self, PyObject *unused) {
+  return cont_create_common(self, POSH_OBJ_LIST, 0);
+}
+
+static PyObject *list_open(Cont *self, PyObject *args) {
+  return cont_open_common(self, args, POSH_OBJ_LIST);
+}
+
+static PyMethodDef list_methods[] = {
+    {"_create", (PyCFunction)list_create, METH_NOARGS, NULL},
+    {"_open", (PyCFunction)list_open, METH_VARARGS, NULL},
+    {"_ref", (PyCFunction)cont_ref, METH_NOARGS, NULL},
+    {"append", (PyCFunction)list_append, METH_O, "append(x): atomic"},
+    {"extend", (PyCFunction)list_extend, METH_O,
+     "extend(iterable): atomic (all items or none)"},
+    {"insert", (PyCFunction)list_insert, METH_VARARGS,
+     "insert(i, x): atomic"},
+    {"pop", (PyCFunction)list_pop, METH_VARARGS,
+     "pop(i=-1): remove and return item i (atomic)"},
+    {"_get", (PyCFunction)list_get, METH_VARARGS, NULL},
+    {"_snapshot", (PyCFunction)list_snapshot, METH_VARARGS, NULL},
+    {"_raw", (PyCFunction)list_raw, METH_NOARGS, NULL},
+    {"_set_raw", (PyCFunction)list_set_raw, METH_VARARGS, NULL},
+    {"clear", (PyCFunction)list_clear, METH_NOARGS,
+     "remove every item (atomic)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods list_as_mapping = {
+    (lenfunc)list_len, (binaryfunc)list_subscript,
+    (objobjargproc)list_ass_subscript};
+static PySequenceMethods list_as_seq = {.sq_length = (lenfunc)list_len};
+
+static PyTypeObject ListBase_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "posh._posh.ListBase",
+    .tp_basicsize = sizeof(Cont),
+    .tp_dealloc = (destructor)cont_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = PyType_GenericNew,
+    .tp_methods = list_methods,
+    .tp_as_mapping = &list_as_mapping,
+    .tp_as_sequence = &list_as_seq,
+    .tp_weaklistoffset = offsetof(Cont, weak),
+    .tp_doc = "C base of posh.list",
+};
+
+int pyposh_containers_init(PyObject *m) {
+  g_opened = PyDict_New();
+  if (!g_opened)
+    return -1;
+  if (PyType_Ready(&DictBase_Type) < 0 || PyType_Ready(&ListBase_Type) < 0)
+    return -1;
+  if (PyModule_AddObjectRef(m, "DictBase", (PyObject *)&DictBase_Type) < 0 ||
+      PyModule_AddObjectRef(m, "ListBase", (PyObject *)&ListBase_Type) < 0)
+    return -1;
+  return 0;
+}

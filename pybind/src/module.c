@@ -1,0 +1,314 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * This file contains the module posh._posh itself: the process-wide default
+ * heap (anonymous, created lazily, attached by spawned children through
+ * /proc/<pid>/fd/<fd> of a live process holding it), its handle for
+ * pickling, options, and error conversion.
+ *
+ * Why anonymous: a memfd heap has no name in /dev/shm, so nothing can leak
+ * there; the kernel frees the memory when the last process holding the fd
+ * or a mapping exits, however it exits.
+ */
+#include "pyposh.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* Process-wide state; protected by the GIL. */
+static posh_heap_t *g_heap;       /* default heap, NULL until first use */
+static int g_shutdown;            /* detached at exit: no new heap */
+static uint64_t g_capacity;       /* option: bytes to reserve (0: default) */
+static uint32_t g_max_processes;  /* option: registry slots (0: default) */
+static posh_heap_info_t g_info;   /* identity of g_heap */
+/* Where the heap can be attached from (pid, fd): the creator, and the
+ * process we attached through.  This process itself is always added when a
+ * handle is made. */
+static pid_t g_creator_pid, g_from_pid;
+static int g_creator_fd = -1, g_from_fd = -1;
+
+#define DEFAULT_CAPACITY (4ull << 30) /* 4 GiB, reserved sparsely */
+
+PyObject *pyposh_Error;
+
+PyObject *pyposh_error(int err) {
+  switch (err) {
+  case POSH_ENOMEM:
+    return PyErr_Format(PyExc_MemoryError, "posh: %s", posh_strerror(err));
+  case POSH_EINVAL:
+  case POSH_ERANGE:
+  case POSH_EOVERFLOW:
+    return PyErr_Format(PyExc_ValueError, "posh: %s", posh_strerror(err));
+  case POSH_ETYPE:
+    return PyErr_Format(PyExc_TypeError, "posh: %s", posh_strerror(err));
+  case POSH_ETIMEDOUT:
+    return PyErr_Format(PyExc_TimeoutError, "posh: %s", posh_strerror(err));
+  default: {
+    PyObject *args = Py_BuildValue("(is)", -err, posh_strerror(err));
+    if (args) {
+      PyErr_SetObject(pyposh_Error, args);
+      Py_DECREF(args);
+    }
+    return NULL;
+  }
+  }
+}
+
+int64_t pyposh_timeout(PyObject *timeout) {
+  if (timeout == NULL || timeout == Py_None)
+    return POSH_FOREVER;
+  double s = PyFloat_AsDouble(timeout);
+  if (s == -1.0 && PyErr_Occurred())
+    return -2;
+  if (!(s > 0)) /* negative, zero, NaN */
+    return 0;
+  if (s > 9.0e9) /* ~285 years: forever */
+    return POSH_FOREVER;
+  return (int64_t)(s * 1e9);
+}
+
+static int remember_identity(void) {
+  int r = posh_heap_info(g_heap, &g_info);
+  return r;
+}
+
+posh_heap_t *pyposh_heap_if_any(void) { return g_heap; }
+
+posh_heap_t *pyposh_heap(void) {
+  if (g_heap)
+    return g_heap;
+  if (g_shutdown) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "posh: the heap was detached at interpreter exit");
+    return NULL;
+  }
+  posh_heap_options_t opts = {0};
+  opts.capacity = g_capacity ? g_capacity : DEFAULT_CAPACITY;
+  opts.max_processes = g_max_processes;
+  posh_heap_t *h = NULL;
+  int r = posh_heap_create(NULL, &opts, &h);
+  if (r < 0)
+    return (posh_heap_t *)pyposh_error(r);
+  g_heap = h;
+  r = remember_identity();
+  if (r < 0) {
+    posh_heap_detach(h);
+    g_heap = NULL;
+    return (posh_heap_t *)pyposh_error(r);
+  }
+  g_creator_pid = getpid();
+  g_creator_fd = posh_heap_fd(h);
+  return g_heap;
+}
+
+/* set_options(capacity=0, max_processes=0): before the heap exists. */
+static PyObject *m_set_options(PyObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"capacity", "max_processes", NULL};
+  unsigned long long cap = 0;
+  unsigned int maxp = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|KI", kwlist, &cap, &maxp))
+    return NULL;
+  if (g_heap) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "posh: heap options must be set before the heap is "
+                    "first used");
+    return NULL;
+  }
+  if (cap && cap < POSH_MIN_CAPACITY) {
+    PyErr_Format(PyExc_ValueError, "posh: capacity below the minimum %llu",
+                 (unsigned long long)POSH_MIN_CAPACITY);
+    return NULL;
+  }
+  g_capacity = cap;
+  g_max_processes = maxp;
+  Py_RETURN_NONE;
+}
+
+/* heap_exists() -> bool */
+static PyObject *m_heap_exists(PyObject *self, PyObject *unused) {
+  return PyBool_FromLong(g_heap != NULL);
+}
+
+/* heap_info() -> dict (creates the heap). */
+static PyObject *m_heap_info(PyObject *self, PyObject *unused) {
+  posh_heap_t *h = pyposh_heap();
+  if (!h)
+    return NULL;
+  posh_heap_info_t info;
+  int r = posh_heap_info(h, &info);
+  if (r < 0)
+    return pyposh_error(r);
+  posh_heap_stats_t st;
+  r = posh_heap_stats(h, &st);
+  if (r < 0)
+    return pyposh_error(r);
+  return Py_BuildValue(
+      "{sKsKsKsIsIsKsKsKsIsi}", "capacity", (unsigned long long)info.capacity,
+      "page_size", (unsigned long long)info.page_size, "pages",
+      (unsigned long long)info.pages, "max_processes", info.max_processes,
+      "attached", info.attached, "create_time_ns",
+      (unsigned long long)info.create_time_ns, "checksum",
+      (unsigned long long)info.checksum, "bytes_in_use",
+      (unsigned long long)st.bytes_in_use, "processes", st.processes, "fd",
+      posh_heap_fd(h));
+}
+
+/* heap_handle() -> (create_time_ns, checksum, ((pid, fd), ...)): what a
+ * pickled object carries to find the heap in another process. */
+static PyObject *m_heap_handle(PyObject *self, PyObject *unused) {
+  posh_heap_t *h = pyposh_heap();
+  if (!h)
+    return NULL;
+  pid_t me = getpid();
+  int fd = posh_heap_fd(h);
+  PyObject *cands = PyList_New(0);
+  if (!cands)
+    return NULL;
+  pid_t pids[3] = {me, g_creator_pid, g_from_pid};
+  int fds[3] = {fd, g_creator_fd, g_from_fd};
+  for (int i = 0; i < 3; i++) {
+    if (pids[i] <= 0 || fds[i] < 0 || (i > 0 && pids[i] == me))
+      continue;
+    if (i == 2 && pids[2] == g_creator_pid)
+      continue;
+    PyObject *t = Py_BuildValue("(ii)", (int)pids[i], fds[i]);
+    if (!t || PyList_Append(cands, t) < 0) {
+      Py_XDECREF(t);
+      Py_DECREF(cands);
+      return NULL;
+    }
+    Py_DECREF(t);
+  }
+  PyObject *tup = PyList_AsTuple(cands);
+  Py_DECREF(cands);
+  if (!tup)
+    return NULL;
+  return Py_BuildValue("(KKN)", (unsigned long long)g_info.create_time_ns,
+                       (unsigned long long)g_info.checksum, tup);
+}
+
+/* heap_attach(create_time_ns, checksum, ((pid, fd), ...)): make sure the
+ * default heap is the one described (attaching it if this process has
+ * none).  RuntimeError if this process already uses another heap or no
+ * candidate could be attached. */
+static PyObject *m_heap_attach(PyObject *self, PyObject *args) {
+  unsigned long long ctime, sum;
+  PyObject *cands;
+  if (!PyArg_ParseTuple(args, "KKO!", &ctime, &sum, &PyTuple_Type, &cands))
+    return NULL;
+  if (g_heap) {
+    if (g_info.create_time_ns == ctime && g_info.checksum == sum)
+      Py_RETURN_NONE;
+    PyErr_SetString(PyExc_RuntimeError,
+                    "posh: object belongs to another posh heap than this "
+                    "process's");
+    return NULL;
+  }
+  if (g_shutdown) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "posh: the heap was detached at interpreter exit");
+    return NULL;
+  }
+  int last = POSH_ENOENT;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(cands); i++) {
+    int pid, fd;
+    if (!PyArg_ParseTuple(PyTuple_GET_ITEM(cands, i), "ii", &pid, &fd))
+      return NULL;
+    if (pid == getpid())
+      continue;
+    posh_heap_t *h = NULL;
+    int r;
+    Py_BEGIN_ALLOW_THREADS;
+    r = posh_heap_attach_pid_fd(pid, fd, &h);
+    Py_END_ALLOW_THREADS;
+    if (r < 0) {
+      last = r;
+      continue;
+    }
+    posh_heap_info_t info;
+    r = posh_heap_info(h, &info);
+    if (r < 0 || info.create_time_ns != ctime || info.checksum != sum) {
+      /* pid's fd now names something else (pid or fd reused) */
+      posh_heap_detach(h);
+      last = r < 0 ? r : POSH_ENOENT;
+      continue;
+    }
+    g_heap = h;
+    g_info = info;
+    g_from_pid = pid;
+    g_from_fd = fd;
+    Py_RETURN_NONE;
+  }
+  PyErr_Format(PyExc_RuntimeError,
+               "posh: cannot attach the heap of this object: no process "
+               "holding it is reachable (last error: %s)",
+               posh_strerror(last));
+  return NULL;
+}
+
+/* shutdown(): detach the default heap (atexit).  Later uses raise. */
+static PyObject *m_shutdown(PyObject *self, PyObject *unused) {
+  if (g_heap) {
+    posh_heap_t *h = g_heap;
+    g_heap = NULL;
+    g_shutdown = 1;
+    posh_heap_detach(h);
+  }
+  Py_RETURN_NONE;
+}
+
+/* heap_check() -> None or raises with the report. */
+static PyObject *m_heap_check(PyObject *self, PyObject *unused) {
+  posh_heap_t *h = pyposh_heap();
+  if (!h)
+    return NULL;
+  char report[1024] = "";
+  int r = posh_heap_check(h, report, sizeof report);
+  if (r < 0) {
+    PyErr_Format(PyExc_RuntimeError, "posh heap check: %s", report);
+    return NULL;
+  }
+  Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"set_options", (PyCFunction)(void (*)(void))m_set_options,
+     METH_VARARGS | METH_KEYWORDS,
+     "set_options(capacity=0, max_processes=0): before first use"},
+    {"heap_exists", m_heap_exists, METH_NOARGS, NULL},
+    {"heap_info", m_heap_info, METH_NOARGS, "a dict describing the heap"},
+    {"heap_handle", m_heap_handle, METH_NOARGS, NULL},
+    {"heap_attach", m_heap_attach, METH_VARARGS, NULL},
+    {"heap_check", m_heap_check, METH_NOARGS, NULL},
+    {"shutdown", m_shutdown, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "posh._posh",
+    .m_doc = "C core of posh: heap, codec, synchronisation objects",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__posh(void) {
+  PyObject *m = PyModule_Create(&moddef);
+  if (!m)
+    return NULL;
+  pyposh_Error = PyErr_NewException("posh.PoshError", PyExc_OSError, NULL);
+  if (!pyposh_Error || PyModule_AddObjectRef(m, "PoshError", pyposh_Error) < 0)
+    goto err;
+  if (PyModule_AddIntConstant(m, "DEFAULT_CAPACITY",
+                              (long long)DEFAULT_CAPACITY) < 0)
+    goto err;
+  if (pyposh_codec_init(m) < 0 || pyposh_sync_init(m) < 0 ||
+      pyposh_objects_init(m) < 0 ||
+      pyposh_containers_init(m) < 0 ||
+      pyposh_queue_init(m) < 0)
+    goto err;
+  return m;
+err:
+  Py_DECREF(m);
+  return NULL;
+}

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * This file contains the declarations shared by the C sources of the Python
+ * extension posh._posh: the process-wide default heap, error conversion,
+ * timeouts, and the init functions of the codec and sync parts.
+ */
+#ifndef PYPOSH_H
+#define PYPOSH_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "posh.h"
+
+/* The process's default heap, created on first use (pyposh_heap() creates
+ * or returns it; NULL with a Python exception set on failure).  Every access
+ * holds the GIL. */
+posh_heap_t *pyposh_heap(void);
+/* The heap if it exists, without creating it (NULL, no exception). */
+posh_heap_t *pyposh_heap_if_any(void);
+
+/* Raise the Python exception of a POSH_E* code and return NULL. */
+PyObject *pyposh_error(int err);
+extern PyObject *pyposh_Error; /* posh.PoshError (an OSError) */
+
+/* Python timeout (None, or seconds as int/float) -> ns (POSH_FOREVER for
+ * None; negatives become 0).  -2 with an exception set on bad input. */
+int64_t pyposh_timeout(PyObject *timeout);
+
+/* Codec (codec.c), for the containers.  An encoding: p/len, in small when
+ * it fits (no allocation), else in alloc (PyMem; pyposh_buf_free). */
+typedef struct pyposh_buf {
+  unsigned char *p;
+  size_t len;
+  unsigned char *alloc;
+  unsigned char small[256];
+} pyposh_buf_t;
+/* key: canonical dict-key encoding (1, 1.0, True encode equally; no heap
+ * blocks; TypeError for unhashable keys).  0 or -1 with an exception. */
+int pyposh_encode(PyObject *obj, int key, pyposh_buf_t *out);
+void pyposh_buf_free(pyposh_buf_t *b);
+/* consume=0: the result takes its own references of the heap blocks; if
+ * one was released meanwhile, NULL with *stale = 1 and no exception. */
+PyObject *pyposh_decode(const void *data, size_t n, int copy, int consume,
+                        int *stale);
+/* Drop a message's references (discard) / a container's stored reference
+ * (release, at most once per block) of an encoding's heap blocks.  The
+ * number of blocks, or -1 with an exception. */
+Py_ssize_t pyposh_discard(const void *data, size_t len);
+Py_ssize_t pyposh_release(const void *data, size_t len);
+/* The encoding references heap blocks (must be released when dropped). */
+#define PYPOSH_HAS_OOB(p, n) ((n) > 0 && ((const unsigned char *)(p))[0] == 'X')
+
+/* Parts of the module. */
+int pyposh_codec_init(PyObject *module);
+int pyposh_sync_init(PyObject *module);
+int pyposh_objects_init(PyObject *module);
+int pyposh_containers_init(PyObject *module);
+
+/* Queue and Pipe (queue.c, pipe.c).  Messages: encode obj natively on the
+ * stack buffer (cap bytes) or through the codec (then *owned is the bytes
+ * object holding the data); pyposh_msg_discard frees the heap blocks of an
+ * encoded message that was not delivered (and drops *owned); decode takes
+ * over the message's heap blocks.  pyposh_wait runs fn(ctx, 0) with the GIL,
+ * then, while it returns POSH_EAGAIN and ns allows, fn(ctx, slice) without
+ * the GIL in slices of 200 ms, checking signals (INT_MIN: raised). */
+int pyposh_queue_init(PyObject *module); /* also runs pyposh_pipe_init */
+int pyposh_pipe_init(PyObject *module);
+int pyposh_msg_encode(PyObject *obj, unsigned char *stack, size_t cap,
+                      const void **data, size_t *len, PyObject **owned);
+void pyposh_msg_discard(PyObject *owned);
+PyObject *pyposh_msg_decode(const void *p, size_t n, int copy);
+typedef int (*pyposh_op_fn)(void *ctx, int64_t timeout_ns);
+int pyposh_wait(pyposh_op_fn fn, void *ctx, int64_t ns);
+
+PyMODINIT_FUNC PyInit__posh(void);
+
+#endif /* PYPOSH_H */
