@@ -345,6 +345,16 @@ static int child_fileno(void *p) {
  * parent's keeps working. */
 static void test_fileno_fork(void **state) {
   (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+  /* Not under ASan: its allocator is not fork-safe while other threads
+   * allocate.  A child forked while one of this process's watcher threads
+   * is inside free() (it reads /proc when it reaps) inherits ASan's
+   * allocator lock held and deadlocks on its own first free (seen with
+   * GCC 12's libasan: the child's watcher stuck in
+   * SizeClassAllocator64::GetFromAllocator).  glibc's malloc resets its
+   * locks in the child, so builds without ASan are not affected. */
+  skip();
+#endif
   posh_obj_t *a, *b;
   assert_int_equal(posh_pipe_create(heap, 1, &a, &b), 0);
   int fa = -1, fb = -1;
