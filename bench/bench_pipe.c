@@ -140,9 +140,15 @@ static pid_t start(int os, int mode, tp_t *t) {
   pid_t pid = fork();
   if (pid == 0) {
     tp_t c = {os, b, NULL, os ? p2c[0] : -1, os ? c2p[1] : -1};
+    /* As with OS pipes, the child closes the end it does not use: a forked
+     * child holds a reference to every object its parent held, so the
+     * parent's end would otherwise stay open here and its close would
+     * never give us EOF. */
     if (os) {
       close(p2c[1]);
       close(c2p[0]);
+    } else {
+      posh_pipe_close(a);
     }
     child_loop(&c, mode);
   }
