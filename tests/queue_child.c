@@ -27,40 +27,7 @@
 #include "posh.h"
 #include "posh/queue.h"
 
-static void msg_fill(unsigned char *p, size_t len, uint64_t id) {
-  if (len < 16) {
-    for (size_t i = 0; i < len; i++)
-      p[i] = (unsigned char)(len * 31 + i);
-    return;
-  }
-  memcpy(p, &id, 8);
-  uint64_t x = id * 0x9E3779B97F4A7C15ull + 1;
-  size_t i = 16;
-  for (; i + 8 <= len; i += 8) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    memcpy(p + i, &x, 8);
-  }
-  for (; i < len; i++)
-    p[i] = (unsigned char)(x >> (8 * (i & 7)));
-  uint64_t h = XXH3_64bits_withSeed(p + 16, len - 16, id);
-  memcpy(p + 8, &h, 8);
-}
-
-static int msg_check(const unsigned char *p, size_t len, uint64_t *id) {
-  if (len < 16) {
-    *id = UINT64_MAX;
-    for (size_t i = 0; i < len; i++)
-      if (p[i] != (unsigned char)(len * 31 + i))
-        return 0;
-    return 1;
-  }
-  uint64_t h;
-  memcpy(id, p, 8);
-  memcpy(&h, p + 8, 8);
-  return h == XXH3_64bits_withSeed(p + 16, len - 16, *id);
-}
+#include "queue_msg.h"
 
 static size_t size_of(uint64_t seq) {
   static const size_t sizes[] = {0,   8,   16,   40,    100,
