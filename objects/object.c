@@ -36,6 +36,7 @@ extern const posh__obj_ops_t posh__dict_ops __attribute__((weak));
 extern const posh__obj_ops_t posh__list_ops __attribute__((weak));
 extern const posh__obj_ops_t posh__value_ops __attribute__((weak));
 extern const posh__obj_ops_t posh__array_ops __attribute__((weak));
+extern const posh__obj_ops_t posh__sync_owner_ops __attribute__((weak));
 
 static const posh__obj_ops_t *ops_of(uint32_t type) {
   switch (type) {
@@ -47,6 +48,7 @@ static const posh__obj_ops_t *ops_of(uint32_t type) {
   case POSH_OBJ_VALUE: return &posh__value_ops;
   case POSH_OBJ_ARRAY: return &posh__array_ops;
   case POSH_OBJ_BUFFER: return &posh__buffer_ops;
+  case POSH_OBJ_SYNC: return &posh__sync_owner_ops;
   default: return NULL;
   }
 }

@@ -89,6 +89,7 @@ extern const posh__obj_ops_t posh__list_ops;
 extern const posh__obj_ops_t posh__value_ops;
 extern const posh__obj_ops_t posh__array_ops;
 extern const posh__obj_ops_t posh__buffer_ops;
+extern const posh__obj_ops_t posh__sync_owner_ops;
 
 /* Allocate a zeroed object block of `size` bytes (>= the header; 64-byte
  * aligned, or `align` if larger) with its holder bitmap, header filled

@@ -619,6 +619,43 @@ static void test_threads_open_close(void **state) {
   assert_int_equal(tu_check(f->h), 0);
 }
 
+/* A sync owner destroys its sync object with its last reference, keeps
+ * the owner it depends on alive until then, and rejects bad arguments. */
+static void test_sync_owner(void **state) {
+  struct fx *f = *state;
+  posh_off_t lk, cv, off;
+  uint32_t type;
+  assert_int_equal(posh_lock_create(f->h, NULL, 0, &lk), 0);
+  assert_int_equal(posh_cond_create(f->h, NULL, lk, 0, &cv), 0);
+  posh_obj_t *lo, *co;
+  assert_int_equal(posh_sync_own(f->h, lk, NULL, &lo), 0);
+  assert_int_equal(posh_sync_own(f->h, cv, lo, &co), 0);
+  assert_int_equal(posh_sync_owned(co, &off), 0);
+  assert_int_equal(off.v, cv.v);
+  assert_int_equal(posh_obj_type(co), POSH_OBJ_SYNC);
+  /* The Condition's owner keeps the Lock's alive. */
+  assert_int_equal(posh_obj_close(lo), 0);
+  assert_int_equal(posh_sync_type(f->h, lk, &type), 0);
+  assert_int_equal(posh_lock_acquire(f->h, lk, 0), 0);
+  assert_int_equal(posh_lock_release(f->h, lk), 0);
+  assert_int_equal(posh_obj_close(co), 0);
+  assert_int_not_equal(posh_sync_type(f->h, cv, &type), 0);
+  assert_int_not_equal(posh_sync_type(f->h, lk, &type), 0);
+  assert_int_equal(tu_bytes_in_use(f->h), f->base_bytes);
+  /* Bad input. */
+  posh_obj_t *b = make_buffer(f->h, NULL, 8, 0);
+  assert_int_equal(posh_lock_create(f->h, NULL, 0, &lk), 0);
+  assert_int_equal(posh_sync_own(NULL, lk, NULL, &lo), POSH_EINVAL);
+  assert_int_equal(posh_sync_own(f->h, lk, NULL, NULL), POSH_EINVAL);
+  assert_int_equal(posh_sync_own(f->h, POSH_OFF_NULL, NULL, &lo), POSH_EINVAL);
+  assert_int_equal(posh_sync_own(f->h, lk, b, &lo), POSH_ETYPE);
+  assert_int_equal(posh_sync_owned(b, &off), POSH_ETYPE);
+  assert_int_equal(posh_sync_owned(NULL, &off), POSH_EINVAL);
+  posh_obj_close(b);
+  assert_int_equal(posh_sync_destroy(f->h, lk), 0);
+  assert_int_equal(tu_check(f->h), 0);
+}
+
 int main(int argc, char **argv) {
   tu_init(argc, argv);
   const struct CMUnitTest tests[] = {
@@ -635,6 +672,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_killed_creator_many, setup, teardown),
       cmocka_unit_test_setup_teardown(test_obj_lock_repair, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threads_open_close, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sync_owner, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, tu_group_teardown);
 }

@@ -48,7 +48,8 @@ enum posh_obj_type {
   POSH_OBJ_ARRAY = 6,    /* posh/value.h: typed fixed array */
   POSH_OBJ_BUFFER = 7,   /* posh/object.h: raw aligned bytes */
   POSH_OBJ_PIPE_CORE = 8, /* internal: the channels shared by two endpoints */
-  POSH_OBJ_TYPE_MAX = 8,
+  POSH_OBJ_SYNC = 9,     /* posh/object.h: owner of a sync/ object */
+  POSH_OBJ_TYPE_MAX = 9,
 };
 #define POSH_OBJ_TAG_BASE 0x4f420000u /* "OB" */
 #define POSH_OBJ_TAG(type) (POSH_OBJ_TAG_BASE | (uint32_t)(type))
@@ -127,6 +128,23 @@ POSH_EXTERN int posh_buffer_create(posh_heap_t *heap, const char *name,
 /* The bytes: local address and size. */
 POSH_EXTERN int posh_buffer_data(posh_obj_t *obj, void **data_out,
                                  size_t *size_out);
+
+/* ---------------------------------------------------------------------------
+ * Sync owner: gives a sync/ object (posh/sync.h: Lock, Condition, ...) the
+ * reference counting of shared objects.  The sync object is destroyed
+ * (posh_sync_destroy) when the owner's last reference goes: handles, names,
+ * and the references of dead processes, dropped when they are reaped.
+ * This is how the Python package frees its Lock & co.
+ * ------------------------------------------------------------------------- */
+/* Own sync_obj (a live sync/ object of heap, which from now on must be
+ * destroyed only through the owner).  depends_on (may be NULL): another
+ * owner this one keeps alive until it goes itself, e.g. the owner of the
+ * Lock a Condition uses.  POSH_EINVAL / POSH_ETYPE / POSH_EFAULT for a bad
+ * sync_obj or depends_on (which must be a POSH_OBJ_SYNC of the same heap). */
+POSH_EXTERN int posh_sync_own(posh_heap_t *heap, posh_off_t sync_obj,
+                              posh_obj_t *depends_on, posh_obj_t **owner_out);
+/* The sync object an owner owns. */
+POSH_EXTERN int posh_sync_owned(posh_obj_t *owner, posh_off_t *sync_obj_out);
 
 #ifdef __cplusplus
 }

@@ -2,9 +2,12 @@
 """posh's synchronisation objects: drop-ins for multiprocessing's Lock,
 RLock, Semaphore, BoundedSemaphore, Condition, Event and Barrier.
 
-Each object lives in the posh heap (the C object of libposh's sync API) and
-pickles as a small handle (heap identity + offset), so it can be passed to
-children under every start method, through queues, or to pool workers.
+Each object lives in the posh heap (the C object of libposh's sync API,
+reference-counted through a sync owner: it is freed when the last process
+holding it lets go or dies) and pickles as a small handle (heap identity +
+the owner's reference), so it can be passed to children under every start
+method, through queues, or to pool workers.  As for Value and Array, a
+pickle holds no reference: keep the object alive until it is unpickled.
 Waits release the GIL.  A lock whose holder died is taken over by the next
 acquirer (libposh reports the owner's death; posh marks the lock consistent
 and proceeds) -- nothing hangs.
@@ -19,10 +22,10 @@ __all__ = ["Lock", "RLock", "Semaphore", "BoundedSemaphore", "Condition",
            "Event", "Barrier"]
 
 
-def _rebuild(cls, kind, off, handle, state):
+def _rebuild(cls, kind, oref, handle, state):
     _posh.heap_attach(*handle)
     obj = cls.__new__(cls)
-    obj._attach(kind, off)
+    obj._attach(kind, *oref)
     obj._setstate(state)
     return obj
 
@@ -31,7 +34,7 @@ class _Base(SyncBase):
     __slots__ = ("__weakref__",)
 
     def __reduce__(self):
-        return (_rebuild, (type(self), self._kind, self._off,
+        return (_rebuild, (type(self), self._kind, self._oref,
                            _posh.heap_handle(), self._getstate()))
 
     def _getstate(self):
@@ -115,11 +118,16 @@ class Condition(_Base):
         self._create(_posh.K_COND, 0, 0, lock)
         self._lock = lock
 
+    def _getstate(self):
+        # The lock travels as its owner's reference (the Condition's owner
+        # keeps it alive meanwhile).
+        return (self._lock._kind, self._lock._oref)
+
     def _setstate(self, state):
-        kind, off = self._info("cond_lock")
+        kind, oref = state
         cls = RLock if kind == _posh.K_RLOCK else Lock
         lock = cls.__new__(cls)
-        lock._attach(kind, off)
+        lock._attach(kind, *oref)
         self._lock = lock
 
     def wait(self, timeout=None):

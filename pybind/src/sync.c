@@ -24,6 +24,9 @@ typedef struct {
   PyObject_HEAD
   posh_off_t off;
   int kind;
+  /* The owner (posh_sync_own) this handle holds: the object is destroyed
+   * with the last owner reference of every process. */
+  posh_obj_t *owner;
 } SyncBase;
 
 static PyTypeObject SyncBase_Type;
@@ -55,6 +58,7 @@ static PyObject *sb_create(SyncBase *self, PyObject *args) {
     return NULL;
   int r;
   posh_off_t off = POSH_OFF_NULL;
+  posh_obj_t *dep = NULL; /* a Condition's Lock's owner */
   switch (kind) {
   case K_LOCK:
     r = posh_lock_create(h, NULL, 0, &off);
@@ -72,6 +76,7 @@ static PyObject *sb_create(SyncBase *self, PyObject *args) {
     break;
   case K_COND: {
     posh_off_t lk = POSH_OFF_NULL;
+    dep = NULL;
     if (lockobj != Py_None) {
       if (!PyObject_TypeCheck(lockobj, &SyncBase_Type) ||
           (((SyncBase *)lockobj)->kind != K_LOCK &&
@@ -81,6 +86,7 @@ static PyObject *sb_create(SyncBase *self, PyObject *args) {
         return NULL;
       }
       lk = ((SyncBase *)lockobj)->off;
+      dep = ((SyncBase *)lockobj)->owner;
     }
     r = posh_cond_create(h, NULL, lk, 0, &off);
     break;
@@ -97,8 +103,17 @@ static PyObject *sb_create(SyncBase *self, PyObject *args) {
   }
   if (r < 0)
     return pyposh_error(r);
+  /* Reference counting: an owner object destroys it with its last
+   * reference (the Condition's keeps its Lock alive). */
+  posh_obj_t *owner = NULL;
+  r = posh_sync_own(h, off, dep, &owner);
+  if (r < 0) {
+    posh_sync_destroy(h, off);
+    return pyposh_error(r);
+  }
   self->off = off;
   self->kind = kind;
+  self->owner = owner;
   Py_RETURN_NONE;
 }
 
@@ -110,13 +125,17 @@ static const uint32_t kind_type[] = {0,
                                      POSH_SYNC_EVENT,
                                      POSH_SYNC_BARRIER};
 
-/* _attach(kind, offset): name an existing object (after unpickling; the
- * heap is attached already) */
+/* _attach(kind, owner_off, owner_id): open an existing object through its
+ * owner's reference (after unpickling; the heap is attached already) */
 static PyObject *sb_attach(SyncBase *self, PyObject *args) {
   int kind;
-  unsigned long long off;
-  if (!PyArg_ParseTuple(args, "iK", &kind, &off))
+  unsigned long long ooff, oid;
+  if (!PyArg_ParseTuple(args, "iKK", &kind, &ooff, &oid))
     return NULL;
+  if (self->kind) {
+    PyErr_SetString(PyExc_RuntimeError, "posh: object already initialised");
+    return NULL;
+  }
   if (kind < K_LOCK || kind > K_BARRIER) {
     PyErr_SetString(PyExc_ValueError, "bad kind");
     return NULL;
@@ -124,14 +143,24 @@ static PyObject *sb_attach(SyncBase *self, PyObject *args) {
   posh_heap_t *h = pyposh_heap();
   if (!h)
     return NULL;
-  uint32_t type;
-  int r = posh_sync_type(h, (posh_off_t){off}, &type);
-  if (r < 0)
+  posh_obj_ref_t ref = {ooff, oid, POSH_OBJ_SYNC, 0};
+  posh_obj_t *owner = NULL;
+  int r = posh_obj_open_ref(h, &ref, &owner);
+  posh_off_t off = POSH_OFF_NULL;
+  uint32_t type = 0;
+  if (r == 0)
+    r = posh_sync_owned(owner, &off);
+  if (r == 0)
+    r = posh_sync_type(h, off, &type);
+  if (r == 0 && type != kind_type[kind])
+    r = POSH_ETYPE;
+  if (r < 0) {
+    posh_obj_close(owner);
     return pyposh_error(r);
-  if (type != kind_type[kind])
-    return pyposh_error(POSH_ETYPE);
-  self->off = (posh_off_t){off};
+  }
+  self->off = off;
   self->kind = kind;
+  self->owner = owner;
   Py_RETURN_NONE;
 }
 
@@ -567,6 +596,24 @@ static PyObject *sb_get_off(SyncBase *self, void *c) {
 static PyObject *sb_get_kind(SyncBase *self, void *c) {
   return PyLong_FromLong(self->kind);
 }
+/* The owner's reference (offset, id): what a pickle carries. */
+static PyObject *sb_get_oref(SyncBase *self, void *c) {
+  posh_obj_ref_t ref;
+  if (!self->owner || posh_obj_ref(self->owner, &ref) != 0) {
+    PyErr_SetString(PyExc_RuntimeError, "posh: object not initialised");
+    return NULL;
+  }
+  return Py_BuildValue("(KK)", (unsigned long long)ref.off,
+                       (unsigned long long)ref.id);
+}
+
+static void sb_dealloc(SyncBase *self) {
+  /* After exit processing detached the heap, the handle's heap is gone:
+   * leave it (the process is ending). */
+  if (self->owner && pyposh_heap_if_any())
+    posh_obj_close(self->owner);
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
 
 static PyMethodDef sb_methods[] = {
     {"_create", (PyCFunction)sb_create, METH_VARARGS, NULL},
@@ -592,6 +639,7 @@ static PyMethodDef sb_methods[] = {
 static PyGetSetDef sb_getset[] = {
     {"_off", (getter)sb_get_off, NULL, "offset in the heap", NULL},
     {"_kind", (getter)sb_get_kind, NULL, NULL, NULL},
+    {"_oref", (getter)sb_get_oref, NULL, "the owner's (offset, id)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -600,6 +648,7 @@ static PyTypeObject SyncBase_Type = {
     .tp_basicsize = sizeof(SyncBase),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)sb_dealloc,
     .tp_methods = sb_methods,
     .tp_getset = sb_getset,
     .tp_doc = "C base of posh's synchronisation objects",

@@ -201,11 +201,35 @@ class SingleProcessTest(unittest.TestCase):
             self.assertEqual(o2._off, o._off)
         lk.acquire()
         self.assertTrue(pickle.loads(pickle.dumps(lk)).locked())
-        c2 = pickle.loads(pickle.dumps(posh.Condition(lk)))
+        # A pickle holds no reference: the objects stay alive meanwhile.
+        c = posh.Condition(lk)
+        c2 = pickle.loads(pickle.dumps(c))
         self.assertEqual(c2._lock._off, lk._off)
         lk.release()
-        self.assertEqual(pickle.loads(pickle.dumps(
-            posh.Barrier(2, None, 1.5)))._timeout, 1.5)
+        b = posh.Barrier(2, None, 1.5)
+        self.assertEqual(pickle.loads(pickle.dumps(b))._timeout, 1.5)
+
+    def test_objects_are_freed(self):
+        """Locks & co. are reference-counted: creating and dropping many
+        leaves the heap as it was, and a Condition keeps its Lock alive."""
+        import gc
+        posh.Lock(), posh.Condition()  # first use: per-thread state
+        gc.collect()
+        base = posh.heap_info()["bytes_in_use"]
+        for _ in range(2000):
+            posh.Lock(), posh.RLock(), posh.Semaphore(2), posh.Event()
+            posh.Condition(), posh.Barrier(2)
+        gc.collect()
+        # 12000 objects of >= 200 bytes each would be > 2 MB if kept.
+        self.assertLessEqual(posh.heap_info()["bytes_in_use"], base + (64 << 10))
+        lk = posh.Lock()
+        c = posh.Condition(lk)
+        ref = c._lock._oref
+        del lk
+        gc.collect()
+        with c:  # the Lock lives on through the Condition
+            self.assertFalse(c.wait(0.01))
+        self.assertEqual(c._lock._oref, ref)
 
 
 # ---- children (module level: spawn and forkserver import them) ----------
