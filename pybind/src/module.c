@@ -74,12 +74,23 @@ static int remember_identity(void) {
 
 posh_heap_t *pyposh_heap_if_any(void) { return g_heap; }
 
+static void set_detached_error(void) {
+  PyErr_SetString(PyExc_RuntimeError,
+                  "posh: the heap was detached at interpreter exit");
+}
+
+int pyposh_heap_check(void) {
+  if (g_heap)
+    return 0;
+  set_detached_error();
+  return -1;
+}
+
 posh_heap_t *pyposh_heap(void) {
   if (g_heap)
     return g_heap;
   if (g_shutdown) {
-    PyErr_SetString(PyExc_RuntimeError,
-                    "posh: the heap was detached at interpreter exit");
+    set_detached_error();
     return NULL;
   }
   posh_heap_options_t opts = {0};
@@ -205,8 +216,7 @@ static PyObject *m_heap_attach(PyObject *self, PyObject *args) {
     return NULL;
   }
   if (g_shutdown) {
-    PyErr_SetString(PyExc_RuntimeError,
-                    "posh: the heap was detached at interpreter exit");
+    set_detached_error();
     return NULL;
   }
   int last = POSH_ENOENT;

@@ -57,11 +57,8 @@ static int ob_check(ObjBase *self) {
     PyErr_SetString(PyExc_RuntimeError, "posh: object not initialised");
     return -1;
   }
-  if (!pyposh_heap_if_any()) {
-    PyErr_SetString(PyExc_RuntimeError,
-                    "posh: the heap was detached at interpreter exit");
+  if (pyposh_heap_check() < 0)
     return -1;
-  }
   return 0;
 }
 

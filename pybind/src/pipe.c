@@ -46,11 +46,8 @@ static int cb_check(ConnBase *self) {
     PyErr_SetString(PyExc_OSError, "handle is closed");
     return -1;
   }
-  if (!pyposh_heap_if_any()) {
-    PyErr_SetString(PyExc_RuntimeError,
-                    "posh: the heap was detached at interpreter exit");
+  if (pyposh_heap_check() < 0)
     return -1;
-  }
   return 0;
 }
 

@@ -18,6 +18,9 @@
 posh_heap_t *pyposh_heap(void);
 /* The heap if it exists, without creating it (NULL, no exception). */
 posh_heap_t *pyposh_heap_if_any(void);
+/* 0 while the heap is attached, else -1 with RuntimeError set (an object
+ * used after exit processing detached the heap).  Creates nothing. */
+int pyposh_heap_check(void);
 
 /* Raise the Python exception of a POSH_E* code and return NULL. */
 PyObject *pyposh_error(int err);
