@@ -118,8 +118,10 @@ typedef struct posh__queue_shared {
   posh_atomic32_t xjoin_sleepers;
   /* Cache of large message blocks (offsets, 0 = empty entry): consumers
    * put the blocks of large messages here instead of freeing them, and
-   * producers reuse them, because freeing a run of 1 MiB or more gives
-   * its pages back to the system and the next allocation faults them in
+   * producers reuse them: no page lock per message, and no faults,
+   * since a freed run may be given back to the system (at once when it
+   * is large for the heap, or with the next purge of dirty pages: see
+   * allocators/pages.c) and the next allocation then faults its pages in
    * again (~10 ms per MiB on the reference machine).  An entry holds its
    * block: whoever CASes it to 0 owns the block; a process killed between
    * that CAS and using the block leaks it.  Synchronization: atomic (CAS
