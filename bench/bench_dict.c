@@ -8,9 +8,13 @@
  *   BENCH dict.set.posh   <ops/s>
  *   BENCH dict.get2p.posh <ops/s>
  *
+ * Each get figure is the fastest of GET_SLICES slices of the run (see
+ * run_gets).
+ *
  * Env: BENCH_SCALE (float, default 1) multiplies the number of timed
  * operations; DICT_BENCH_KEYS overrides the key count; DICT_BENCH_CPU=1
- * also prints each get loop's rate per CPU-second on stderr.
+ * also prints each get loop's rate per CPU-second on stderr, and
+ * DICT_BENCH_SLICES=1 each slice's rate (M ops/s).
  */
 #include <signal.h>
 #include <stdint.h>
@@ -56,26 +60,40 @@ static void make_key(unsigned char *k, uint64_t i) {
   memcpy(k + 8, &b, 8);
 }
 
-/* nops gets of the keys in seq (the keys in access order, precomputed). */
+/* nops gets of the keys in seq (the keys in access order, precomputed),
+ * in GET_SLICES slices: the rate of the fastest slice.  This machine is
+ * shared, and a burst of load from elsewhere (memory bandwidth above all:
+ * every get is a cache and TLB miss) then spoils a slice, not the figure;
+ * bench_queue takes the best of its repetitions the same way. */
+#define GET_SLICES 5
 static double run_gets(posh_obj_t *d, const unsigned char *seq, uint64_t nops,
                        uint64_t nkeys) {
   unsigned char v[VLEN];
   size_t vl;
-  uint64_t bad = 0;
-  double t0 = now_s(), c0 = cpu_s();
-  for (uint64_t i = 0; i < nops; i++) {
-    const unsigned char *k = seq + (size_t)(i % nkeys) * KLEN;
-    bad += posh_dict_get(d, k, KLEN, v, sizeof v, &vl) != 0;
+  uint64_t bad = 0, per = nops / GET_SLICES ? nops / GET_SLICES : 1, i = 0;
+  double best = 0, cpu = 0, wall = 0;
+  for (int slice = 0; slice < GET_SLICES; slice++) {
+    double t0 = now_s(), c0 = cpu_s();
+    for (uint64_t end = i + per; i < end; i++) {
+      const unsigned char *k = seq + (size_t)(i % nkeys) * KLEN;
+      bad += posh_dict_get(d, k, KLEN, v, sizeof v, &vl) != 0;
+    }
+    double dt = now_s() - t0;
+    cpu += cpu_s() - c0;
+    wall += dt;
+    if (getenv("DICT_BENCH_SLICES"))
+      fprintf(stderr, " %.2f", per / dt / 1e6);
+    if ((double)per / dt > best)
+      best = (double)per / dt;
   }
-  double dt = now_s() - t0, dc = cpu_s() - c0;
   if (getenv("DICT_BENCH_CPU"))
     fprintf(stderr, "  (get: %.0f ops per CPU second, %.0f%% CPU)\n",
-            (double)nops / dc, 100.0 * dc / dt);
+            (double)(per * GET_SLICES) / cpu, 100.0 * cpu / wall);
   if (bad) {
     fprintf(stderr, "bench_dict: %llu gets failed\n", (unsigned long long)bad);
     exit(1);
   }
-  return (double)nops / dt;
+  return best;
 }
 
 int main(void) {

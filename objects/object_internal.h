@@ -91,6 +91,11 @@ extern const posh__obj_ops_t posh__array_ops;
 extern const posh__obj_ops_t posh__buffer_ops;
 extern const posh__obj_ops_t posh__sync_owner_ops;
 
+/* The hash a dict stores for a key, computed the way its fast get does
+ * (for the tests: it must equal XXH3_64bits of the key, the documented
+ * format). */
+uint64_t posh__dict_key_hash(const void *key, size_t klen);
+
 /* Allocate a zeroed object block of `size` bytes (>= the header; 64-byte
  * aligned, or `align` if larger) with its holder bitmap, header filled
  * except id and magic.  The caller fills its fields, then publishes it
@@ -113,6 +118,18 @@ int posh__obj_refresh(posh_obj_t *o);
 /* Validate a handle of the expected type and return its shared object:
  * POSH_EINVAL (NULL), POSH_ETYPE, POSH_EDETACHED, POSH_ESTALE (a forked
  * child's inherited handle to an object freed meanwhile). */
+/* A non-NULL handle of the expected type that needs no check beyond
+ * these loads: its heap attached, the handle this process's own (not
+ * inherited across a fork and not yet refreshed).  The inline test of a
+ * type's fast path; anything false goes through posh__obj_get, which says
+ * why. */
+static inline int posh__obj_ready(const posh_obj_t *o, uint32_t type) {
+  if (posh_unlikely(o == NULL || o->type != type))
+    return 0;
+  const posh_heap_t *h = o->heap;
+  return !h->detached && o->proc_token == h->proc_token && !h->needs_register;
+}
+
 static inline int posh__obj_get(posh_obj_t *o, uint32_t type, void **out) {
   if (posh_unlikely(o == NULL))
     return POSH_EINVAL;

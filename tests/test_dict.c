@@ -17,6 +17,9 @@
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 #include "posh/dict.h"
+#include "object_internal.h"
+
+#include <xxhash.h>
 
 #define DICT_CHILD_NO_MAIN
 #include "dict_child.c"
@@ -112,6 +115,55 @@ static void test_basic(void **state) {
   assert_int_equal(posh_obj_close(d), 0);
   /* Finalize freed every block. */
   assert_int_equal(tu_bytes_in_use(h), base);
+  drop_heap(h, name);
+}
+
+/* Every short key length (the fast get's) with values of every size up to
+ * what fits inline and past it, buffers exact, one byte short and larger:
+ * the right value, nothing written past it, and a key that differs in any
+ * one byte is another key.  The stored hash is XXH3_64bits of the key. */
+static void test_short_keys(void **state) {
+  (void)state;
+  char name[64];
+  posh_heap_t *h = new_heap(name, sizeof name);
+  posh_obj_t *d;
+  assert_int_equal(posh_dict_create(h, NULL, NULL, &d), 0);
+  unsigned char key[16], other[16], val[128], buf[160];
+  size_t vl;
+  for (size_t kl = 1; kl <= 16; kl++) {
+    for (size_t n = 0; n < sizeof val; n++) {
+      tu_fill(key, kl, 1000 * kl + n);
+      tu_fill(val, n, 7 * kl + n);
+      assert_int_equal(posh_dict_set(d, key, kl, val, n), 0);
+      memset(buf, 0xEE, sizeof buf);
+      assert_int_equal(posh_dict_get(d, key, kl, buf, n, &vl), 0);
+      assert_int_equal(vl, n);
+      assert_memory_equal(buf, val, n);
+      assert_int_equal(buf[n], 0xEE); /* nothing past the value */
+      assert_int_equal(posh_dict_get(d, key, kl, buf, sizeof buf, &vl), 0);
+      assert_int_equal(vl, n);
+      assert_memory_equal(buf, val, n);
+      if (n > 0) {
+        vl = 0;
+        assert_int_equal(posh_dict_get(d, key, kl, buf, n - 1, &vl),
+                         POSH_EMSGSIZE);
+        assert_int_equal(vl, n);
+      }
+      for (size_t b = 0; b < kl; b++) {
+        memcpy(other, key, kl);
+        other[b] ^= 0x40;
+        assert_int_equal(posh_dict_get(d, other, kl, buf, sizeof buf, &vl),
+                         POSH_ENOENT);
+      }
+      assert_int_equal(posh_dict_delete(d, key, kl), 0);
+    }
+  }
+  for (size_t kl = 0; kl <= 300; kl++) {
+    unsigned char k[300];
+    tu_fill(k, kl, kl);
+    assert_true(posh__dict_key_hash(k, kl) == XXH3_64bits(k, kl));
+  }
+  assert_int_equal(posh_obj_close(d), 0);
   drop_heap(h, name);
 }
 
@@ -665,6 +717,7 @@ int main(int argc, char **argv) {
   tu_init(argc, argv);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_basic),
+      cmocka_unit_test(test_short_keys),
       cmocka_unit_test(test_ops),
       cmocka_unit_test(test_growth_iter),
       cmocka_unit_test(test_iter_concurrent),
