@@ -192,6 +192,12 @@ static inline dict_table_t *table_at(const posh_heap_t *h, uint64_t off,
   return t;
 }
 
+/* The current table (lock held: nobody else replaces it). */
+static inline dict_table_t *locked_table(posh_heap_t *h,
+                                         posh__dict_shared_t *d) {
+  return posh__at(h, posh_atomic_load_relaxed(&d->xtable));
+}
+
 uint64_t posh__dict_key_hash(const void *key, size_t klen) {
   return klen - 1 < 16 ? key_hash_short(key, klen) : key_hash(key, klen);
 }
@@ -376,7 +382,7 @@ static void dict_repair(posh_heap_t *h, void *obj) {
   /* Release: the record is disarmed only after the repair's stores (the
    * next holder reads it after its acquiring CAS on the lock word). */
   posh_atomic32_store_release(&lg->xop, LOG_NONE);
-  dict_table_t *t = posh__at(h, posh_atomic_load_relaxed(&d->xtable));
+  dict_table_t *t = locked_table(h, d);
   if (t)
     recount(d, t);
 }
@@ -528,10 +534,19 @@ static int64_t wfind(posh_heap_t *h, dict_table_t *t, uint64_t hash,
   return -1;
 }
 
+/* The index of key in the current table *t_out, or -1 (lock held). */
+static int64_t locked_find(posh_heap_t *h, posh__dict_shared_t *d,
+                           uint64_t hash, const void *key, size_t klen,
+                           dict_table_t **t_out) {
+  uint64_t free_slot;
+  *t_out = locked_table(h, d);
+  return wfind(h, *t_out, hash, key, klen, &free_slot);
+}
+
 /* Grow (or rehash away tombstones) if one more used slot would pass 3/4.
  * Lock held. */
 static int ensure_room(posh_heap_t *h, posh__dict_shared_t *d) {
-  dict_table_t *t = posh__at(h, posh_atomic_load_relaxed(&d->xtable));
+  dict_table_t *t = locked_table(h, d);
   if ((t->used + 1) * 4 <= t->cap * 3)
     return 0;
   return table_replace(h, d, cap_for(d->min_cap, t->live + 1), 0);
@@ -589,7 +604,7 @@ static int locked_set(posh_heap_t *h, posh__dict_shared_t *d, uint64_t hash,
                       const void *key, size_t klen, const void *val,
                       size_t vlen) {
   int r = ensure_room(h, d);
-  dict_table_t *t = posh__at(h, posh_atomic_load_relaxed(&d->xtable));
+  dict_table_t *t = locked_table(h, d);
   uint64_t fslot = 0;
   int64_t idx = wfind(h, t, hash, key, klen, &fslot);
   if (r && idx < 0)
@@ -1042,9 +1057,8 @@ POSH_EXTERN int posh_dict_delete(posh_obj_t *dict, const void *key,
   if ((r = dict_lock(dict, d, &tok)) != 0)
     return r;
   posh_heap_t *h = dict->heap;
-  dict_table_t *t = posh__at(h, posh_atomic_load_relaxed(&d->xtable));
-  uint64_t fs;
-  int64_t idx = wfind(h, t, hash, key, klen, &fs);
+  dict_table_t *t;
+  int64_t idx = locked_find(h, d, hash, key, klen, &t);
   if (idx < 0)
     r = POSH_ENOENT;
   else
@@ -1061,6 +1075,20 @@ static const unsigned char *locked_value(posh_heap_t *h, const dict_entry_t *e) 
 }
 static const unsigned char *locked_key(posh_heap_t *h, const dict_entry_t *e) {
   return (e->flags & EF_KEY_EXT) ? posh__at(h, rd64(e->data)) : e->data;
+}
+
+/* Copy the value of the LIVE entry e into buf (lock held): 0, or
+ * POSH_EMSGSIZE when it does not fit cap; *vlen_out (may be NULL) gets its
+ * length either way. */
+static int locked_copy_value(posh_heap_t *h, const dict_entry_t *e, void *buf,
+                             size_t cap, size_t *vlen_out) {
+  if (vlen_out)
+    *vlen_out = e->vlen;
+  if (e->vlen > cap)
+    return POSH_EMSGSIZE;
+  if (e->vlen)
+    memcpy(buf, locked_value(h, e), e->vlen);
+  return 0;
 }
 
 POSH_EXTERN int posh_dict_setdefault(posh_obj_t *dict, const void *key,
@@ -1081,17 +1109,10 @@ POSH_EXTERN int posh_dict_setdefault(posh_obj_t *dict, const void *key,
   if ((r = dict_lock(dict, d, &tok)) != 0)
     return r;
   posh_heap_t *h = dict->heap;
-  dict_table_t *t = posh__at(h, posh_atomic_load_relaxed(&d->xtable));
-  uint64_t fs;
-  int64_t idx = wfind(h, t, hash, key, klen, &fs);
+  dict_table_t *t;
+  int64_t idx = locked_find(h, d, hash, key, klen, &t);
   if (idx >= 0) {
-    dict_entry_t *e = &t->e[idx];
-    if (vlen_out)
-      *vlen_out = e->vlen;
-    if (e->vlen > cap)
-      r = POSH_EMSGSIZE;
-    else if (e->vlen)
-      memcpy(buf, locked_value(h, e), e->vlen);
+    r = locked_copy_value(h, &t->e[idx], buf, cap, vlen_out);
     if (inserted)
       *inserted = 0;
   } else {
@@ -1124,9 +1145,8 @@ POSH_EXTERN int posh_dict_cas(posh_obj_t *dict, const void *key, size_t klen,
   if ((r = dict_lock(dict, d, &tok)) != 0)
     return r;
   posh_heap_t *h = dict->heap;
-  dict_table_t *t = posh__at(h, posh_atomic_load_relaxed(&d->xtable));
-  uint64_t fs;
-  int64_t idx = wfind(h, t, hash, key, klen, &fs);
+  dict_table_t *t;
+  int64_t idx = locked_find(h, d, hash, key, klen, &t);
   if (!expect) {
     r = idx >= 0 ? POSH_EEXIST : 0;
   } else if (idx < 0) {
@@ -1156,22 +1176,14 @@ POSH_EXTERN int posh_dict_pop(posh_obj_t *dict, const void *key, size_t klen,
   if ((r = dict_lock(dict, d, &tok)) != 0)
     return r;
   posh_heap_t *h = dict->heap;
-  dict_table_t *t = posh__at(h, posh_atomic_load_relaxed(&d->xtable));
-  uint64_t fs;
-  int64_t idx = wfind(h, t, hash, key, klen, &fs);
+  dict_table_t *t;
+  int64_t idx = locked_find(h, d, hash, key, klen, &t);
   if (idx < 0) {
     r = POSH_ENOENT;
   } else {
-    dict_entry_t *e = &t->e[idx];
-    if (vlen_out)
-      *vlen_out = e->vlen;
-    if (e->vlen > cap) {
-      r = POSH_EMSGSIZE;
-    } else {
-      if (e->vlen)
-        memcpy(buf, locked_value(h, e), e->vlen);
+    r = locked_copy_value(h, &t->e[idx], buf, cap, vlen_out);
+    if (!r)
       locked_delete(h, d, t, (uint64_t)idx);
-    }
   }
   dict_unlock(d, tok);
   return r;
@@ -1189,7 +1201,7 @@ POSH_EXTERN int posh_dict_popitem(posh_obj_t *dict, void *kbuf, size_t kcap,
   if (r)
     return r;
   posh_heap_t *h = dict->heap;
-  dict_table_t *t = posh__at(h, posh_atomic_load_relaxed(&d->xtable));
+  dict_table_t *t = locked_table(h, d);
   r = POSH_ENOENT;
   if (t->live) {
     uint64_t mask = t->cap - 1, i = d->scan_hint & mask;
