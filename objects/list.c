@@ -123,6 +123,21 @@ static int check_item(const void *data, size_t len) {
   return 0;
 }
 
+/* The start of insert and set: validate the handle and the item, and make
+ * the item's word (*w_out). */
+static int item_for(posh_obj_t *list, const void *data, size_t len,
+                    uint64_t *w_out) {
+  void *shared;
+  int r = posh__obj_get(list, POSH_OBJ_LIST, &shared);
+  if (!r)
+    r = check_item(data, len);
+  if (r)
+    return r;
+  int err = 0;
+  *w_out = item_make(list->heap, data, len, &err);
+  return *w_out ? 0 : err;
+}
+
 /* New words for n items (all or nothing). */
 static int items_make(posh_heap_t *heap, const struct iovec *items, size_t n,
                       uint64_t **words_out) {
@@ -429,16 +444,10 @@ static int insert_words(posh_obj_t *list, int64_t index, uint64_t *w,
 
 POSH_EXTERN int posh_list_insert(posh_obj_t *list, int64_t index,
                                  const void *data, size_t len) {
-  void *shared;
-  int r = posh__obj_get(list, POSH_OBJ_LIST, &shared);
+  uint64_t w;
+  int r = item_for(list, data, len, &w);
   if (r)
     return r;
-  if ((r = check_item(data, len)) != 0)
-    return r;
-  int err = 0;
-  uint64_t w = item_make(list->heap, data, len, &err);
-  if (!w)
-    return err;
   r = insert_words(list, index, &w, 1);
   if (r)
     item_free(list->heap, w);
@@ -521,16 +530,10 @@ POSH_EXTERN int posh_list_get_alloc(posh_obj_t *list, int64_t index,
 
 POSH_EXTERN int posh_list_set(posh_obj_t *list, int64_t index,
                               const void *data, size_t len) {
-  void *shared;
-  int r = posh__obj_get(list, POSH_OBJ_LIST, &shared);
+  uint64_t w;
+  int r = item_for(list, data, len, &w);
   if (r)
     return r;
-  if ((r = check_item(data, len)) != 0)
-    return r;
-  int err = 0;
-  uint64_t w = item_make(list->heap, data, len, &err);
-  if (!w)
-    return err;
   posh__list_shared_t *l;
   uint32_t tok;
   if ((r = list_lock(list, &l, &tok)) != 0) {
