@@ -376,6 +376,23 @@ static inline int64_t deadline_check(uint64_t deadline) {
   return deadline && posh__prim_now_ns() >= deadline;
 }
 
+/* One blocking round of a call with timeout_ns (0: non-blocking, < 0:
+ * forever) after a failed attempt: POSH_EAGAIN for a non-blocking call,
+ * POSH_ETIMEDOUT past *deadline (set on the first round), else ev_wait on
+ * (watch, val) and 0: try again. */
+static int wait_round(posh_atomic32_t *ev, posh_atomic32_t *sleepers,
+                      posh_atomic32_t *spin, const posh_atomic_t *watch,
+                      uint64_t val, int64_t timeout_ns, uint64_t *deadline) {
+  if (timeout_ns == 0)
+    return POSH_EAGAIN;
+  if (timeout_ns > 0 && *deadline == 0)
+    *deadline = posh__deadline_from_timeout(timeout_ns);
+  else if (deadline_check(*deadline))
+    return POSH_ETIMEDOUT;
+  int r = ev_wait(ev, sleepers, spin, watch, val, *deadline);
+  return r == POSH_ETIMEDOUT ? r : 0;
+}
+
 /* Claim a slot, waiting as the timeout says.  0, POSH_ECLOSED, POSH_EAGAIN,
  * POSH_ETIMEDOUT. */
 static int claim_wait(posh_heap_t *heap, posh__queue_shared_t *sh, uint32_t tok,
@@ -388,15 +405,9 @@ static int claim_wait(posh_heap_t *heap, posh__queue_shared_t *sh, uint32_t tok,
     int r = try_claim(heap, sh, tok, len, slot_out, lap_out, &wo);
     if (posh_likely(r == 0))
       return 0;
-    if (timeout_ns == 0)
-      return POSH_EAGAIN;
-    if (timeout_ns > 0 && *deadline == 0)
-      *deadline = posh__deadline_from_timeout(timeout_ns);
-    else if (deadline_check(*deadline))
-      return POSH_ETIMEDOUT;
-    r = ev_wait(&sh->xnotfull, &sh->xprod_sleepers, &sh->xprod_spin, wo.watch,
-                wo.val, *deadline);
-    if (r == POSH_ETIMEDOUT)
+    r = wait_round(&sh->xnotfull, &sh->xprod_sleepers, &sh->xprod_spin,
+                   wo.watch, wo.val, timeout_ns, deadline);
+    if (r)
       return r;
   }
 }
@@ -624,15 +635,9 @@ static int take_wait(posh_obj_t *q, posh__queue_shared_t *sh, uint32_t tok,
     int r = try_take(q->heap, sh, tok, cap, need, slot_out, lap_out, &wo);
     if (posh_likely(r != POSH_EAGAIN))
       return r;
-    if (timeout_ns == 0)
-      return POSH_EAGAIN;
-    if (timeout_ns > 0 && *deadline == 0)
-      *deadline = posh__deadline_from_timeout(timeout_ns);
-    else if (deadline_check(*deadline))
-      return POSH_ETIMEDOUT;
-    r = ev_wait(&sh->xnotempty, &sh->xcons_sleepers, &sh->xcons_spin, wo.watch,
-                wo.val, *deadline);
-    if (r == POSH_ETIMEDOUT)
+    r = wait_round(&sh->xnotempty, &sh->xcons_sleepers, &sh->xcons_spin,
+                   wo.watch, wo.val, timeout_ns, deadline);
+    if (r)
       return r;
   }
 }
@@ -930,16 +935,10 @@ POSH_EXTERN int posh_queue_join(posh_obj_t *q, int64_t timeout_ns) {
     uint64_t n = posh_atomic_load_acquire(&sh->xunfinished);
     if (n == 0)
       return 0;
-    if (timeout_ns == 0)
-      return POSH_EAGAIN;
-    if (timeout_ns > 0 && deadline == 0)
-      deadline = posh__deadline_from_timeout(timeout_ns);
-    else if (deadline_check(deadline))
-      return POSH_ETIMEDOUT;
     /* Spin state: the consumers' (join is a consumer-side wait). */
-    r = ev_wait(&sh->xjoin_ev, &sh->xjoin_sleepers, &sh->xcons_spin,
-                &sh->xunfinished, n, deadline);
-    if (r == POSH_ETIMEDOUT)
+    r = wait_round(&sh->xjoin_ev, &sh->xjoin_sleepers, &sh->xcons_spin,
+                   &sh->xunfinished, n, timeout_ns, &deadline);
+    if (r)
       return r;
   }
 }
