@@ -15,33 +15,11 @@
 
 #include <cmocka.h>
 
-struct fx {
-  posh_heap_t *h;
-  char name[64];
-};
-
 static int setup(void **state) {
-  struct fx *f = calloc(1, sizeof *f);
-  if (!f)
-    return -1;
-  tu_heap_name(f->name, sizeof f->name, "list");
-  posh_heap_options_t o = {.capacity = 256ull << 20};
-  if (posh_heap_create(f->name, &o, &f->h) != 0) {
-    free(f);
-    return -1;
-  }
-  *state = f;
-  return 0;
+  return tu_heap_fx_setup(state, "list", 256ull << 20);
 }
 
-static int teardown(void **state) {
-  struct fx *f = *state;
-  tu_reap_kids();
-  posh_heap_detach(f->h);
-  posh_heap_unlink(f->name);
-  free(f);
-  return 0;
-}
+static int teardown(void **state) { return tu_heap_fx_teardown(state); }
 
 static size_t llen(posh_obj_t *l) {
   size_t n = 0;
@@ -74,7 +52,7 @@ static void fill_digits(posh_obj_t *l, int n) {
  * rules (negative indices, insert clamping, POSH_ERANGE), EMSGSIZE leaves
  * the list unchanged and reports the length, allocating getters work. */
 static void test_basic(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *l;
   char s[512], buf[64];
   size_t n;
@@ -154,7 +132,7 @@ static void test_basic(void **state) {
  * against CPython), including negative and extended steps, size changes
  * of a step-1 assignment and POSH_EINVAL for a mismatched extended one. */
 static void test_slices(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *l;
   char s[512];
   assert_int_equal(posh_list_create(f->h, NULL, &l), 0);
@@ -250,7 +228,7 @@ static int check_item_visit(void *arg, size_t i, const void *data, size_t len) {
 /* Proves: random slice assignments and deletions (all steps, bounds in
  * and out of range) keep the list equal to a plain array model. */
 static void test_slice_fuzz(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *l;
   assert_int_equal(posh_list_create(f->h, NULL, &l), 0);
   int model[4096], tmp[4096], next = 0;
@@ -324,7 +302,7 @@ static void test_slice_fuzz(void **state) {
 /* Proves: closing the last handle frees every item block and the array
  * (bytes in use return to the baseline), also with a name bound. */
 static void test_frees_items(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *l;
   uint64_t base = tu_bytes_in_use(f->h);
   assert_int_equal(posh_list_create(f->h, "freed", &l), 0);
@@ -400,7 +378,7 @@ static int verify_visit(void *arg, size_t i, const void *data, size_t len) {
 /* Proves: two forked and two exec'd processes (which open the list by
  * name) append at once; every item arrives once, intact. */
 static void test_processes(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *l;
   assert_int_equal(posh_list_create(f->h, "shared", &l), 0);
   const long N = 2000;
@@ -442,7 +420,7 @@ static int torture_child(void *p) {
 }
 
 #define NW 4
-static pid_t start_worker(struct fx *f, posh_obj_t *l, struct lc_scratch *s,
+static pid_t start_worker(struct tu_heap_fx *f, posh_obj_t *l, struct lc_scratch *s,
                           uint32_t w) {
   if (w % 2 == 0) {
     static struct torture_arg args[NW];
@@ -461,7 +439,7 @@ static pid_t start_worker(struct fx *f, posh_obj_t *l, struct lc_scratch *s,
  * extend all-or-nothing, no item lost beyond the cut pops, and a heap that
  * passes posh_heap_check after posh_heap_reap; the list stays usable. */
 static void test_kill_torture(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   const char *e = getenv("POSH_TEST_LIST_KILLS");
   int kills = e && *e ? atoi(e) : 200;
   posh_obj_t *l;
@@ -600,7 +578,7 @@ static int crash_child(void *p) {
  * leaves the list exactly as before or exactly as after its operation,
  * with the lock taken over (repaired) and the heap consistent. */
 static void test_crash_points(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   static const struct {
     int op, point;
     const char *want;
@@ -658,7 +636,7 @@ static void test_crash_points(void **state) {
  * and buffers (POSH_EINVAL), a handle of another type (POSH_ETYPE), a
  * reference to a freed list (POSH_ESTALE), oversized items. */
 static void test_bad_input(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *l, *b, *stale;
   size_t n;
   char buf[8];

@@ -15,35 +15,11 @@
 /* ------------------------------------------------------------------------
  * Fixture and helpers.
  * ---------------------------------------------------------------------- */
-struct fx {
-  posh_heap_t *h;
-  char name[64];
-  uint64_t base_bytes; /* bytes in use right after creation */
-};
-
 static int setup(void **state) {
-  struct fx *f = calloc(1, sizeof *f);
-  if (!f)
-    return -1;
-  tu_heap_name(f->name, sizeof f->name, "obj");
-  posh_heap_options_t o = {.capacity = 64ull << 20};
-  if (posh_heap_create(f->name, &o, &f->h) != 0) {
-    free(f);
-    return -1;
-  }
-  f->base_bytes = tu_bytes_in_use(f->h);
-  *state = f;
-  return 0;
+  return tu_heap_fx_setup(state, "obj", 64ull << 20);
 }
 
-static int teardown(void **state) {
-  struct fx *f = *state;
-  tu_reap_kids();
-  posh_heap_detach(f->h);
-  posh_heap_unlink(f->name);
-  free(f);
-  return 0;
-}
+static int teardown(void **state) { return tu_heap_fx_teardown(state); }
 
 /* Spawn tests/object_child (posix_spawn: an unrelated process) with args;
  * stdin from in_fd and stdout to out_fd when >= 0. */
@@ -107,7 +83,7 @@ static void assert_stale(posh_heap_t *h, const posh_obj_ref_t *ref) {
 /* Handles, names and references count correctly, and the last reference
  * frees the object and everything it used. */
 static void test_lifetime(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *b = make_buffer(f->h, "buf", 1000, 7);
   assert_refs(b, 1, 1);
   assert_int_equal(posh_obj_type(b), POSH_OBJ_BUFFER);
@@ -143,7 +119,7 @@ static void test_lifetime(void **state) {
 /* An anonymous object lives exactly as long as its handles, and a ref to a
  * freed object stays stale even when its memory is reused. */
 static void test_anonymous_and_stale(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *b = make_buffer(f->h, NULL, 64, 1);
   posh_obj_ref_t ref;
   posh_obj_ref(b, &ref);
@@ -180,7 +156,7 @@ static int stop_visit(const posh_obj_info_t *info, void *arg) {
 
 /* foreach sees every live object and stops when asked. */
 static void test_foreach(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *o[5];
   for (int i = 0; i < 5; i++)
     o[i] = make_buffer(f->h, NULL, 16 * (size_t)i, i);
@@ -197,7 +173,7 @@ static void test_foreach(void **state) {
 
 /* Every public function rejects bad arguments with a clear code. */
 static void test_bad_input(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *o = NULL;
   posh_obj_ref_t ref = {0};
   assert_int_equal(posh_obj_open(NULL, "x", 0, &o), POSH_EINVAL);
@@ -266,7 +242,7 @@ static void test_bad_input(void **state) {
 
 /* Alignment requests up to 64 KiB are honoured, and the bytes are zeroed. */
 static void test_buffer_alignment(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   for (size_t align = 1; align <= 65536; align <<= 1) {
     posh_obj_t *b;
     assert_int_equal(posh_buffer_create(f->h, NULL, 3000, align, &b), 0);
@@ -314,7 +290,7 @@ static int fork_child(void *p) {
 /* A forked child's inherited handle keeps the object alive after the
  * parent closed its own; the child's close frees it. */
 static void test_fork_inherits(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *b = make_buffer(f->h, NULL, 4096, 5);
   posh_obj_ref_t ref;
   posh_obj_ref(b, &ref);
@@ -362,7 +338,7 @@ static int early_close_child(void *p) {
  * close the handle in the parent before the child ever used it.  The child
  * holds its own reference from the fork on, so the object survives. */
 static void test_fork_parent_closes_first(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *b = make_buffer(f->h, NULL, 4096, 4);
   posh_obj_ref_t ref;
   posh_obj_ref(b, &ref);
@@ -390,7 +366,7 @@ static int fork_unused_child(void *p) {
 /* A forked child that never uses an inherited handle drops nothing: its
  * reference (taken at fork) goes when it is reaped; the parent's stays. */
 static void test_fork_unused_handle(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *b = make_buffer(f->h, NULL, 64, 1);
   pid_t pid = tu_fork(fork_unused_child, NULL);
   assert_int_equal(tu_wait(pid, 10000), 0);
@@ -403,7 +379,7 @@ static void test_fork_unused_handle(void **state) {
 /* An exec'd unrelated process opens objects by name and by reference, and
  * a reference to a freed object is stale there too. */
 static void test_exec_child_opens(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *b = make_buffer(f->h, "shared", 10000, 9);
   posh_obj_ref_t ref;
   posh_obj_ref(b, &ref);
@@ -429,7 +405,7 @@ static void test_exec_child_opens(void **state) {
 /* References of a process killed while holding an object are dropped by
  * the reaper, which frees the object when they were the last ones. */
 static void test_killed_holder_reaped(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *b = make_buffer(f->h, NULL, 2048, 3);
   posh_obj_ref_t ref;
   posh_obj_ref(b, &ref);
@@ -476,7 +452,7 @@ static int many_child(void *p) {
 /* A killed process's many objects (more than one reaper batch) are all
  * freed by one reap. */
 static void test_killed_creator_many(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   pid_t pid = tu_fork(many_child, f->h);
   assert_int_equal(tu_wait(pid, 20000), TU_SIGNALED(SIGKILL));
   struct counter c = {0};
@@ -535,7 +511,7 @@ static int lock_killer(void *p) {
  * a link or an unlink: the next holder finishes the change from the intent
  * record, and the heap checks clean. */
 static void test_obj_lock_repair(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *keep = make_buffer(f->h, NULL, 64, 0);
   posh_obj_t *b = make_buffer(f->h, "named", 64, 0);
   struct lock_arg a = {f->h, posh_obj_off(b).v, 0};
@@ -601,7 +577,7 @@ static void *open_close_thread(void *p) {
 /* Threads opening and closing handles of one object concurrently never
  * free it from under each other. */
 static void test_threads_open_close(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *b = make_buffer(f->h, NULL, 64, 0);
   struct thread_arg a[4];
   pthread_t t[4];
@@ -622,7 +598,7 @@ static void test_threads_open_close(void **state) {
 /* A sync owner destroys its sync object with its last reference, keeps
  * the owner it depends on alive until then, and rejects bad arguments. */
 static void test_sync_owner(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_off_t lk, cv, off;
   uint32_t type;
   assert_int_equal(posh_lock_create(f->h, NULL, 0, &lk), 0);

@@ -13,33 +13,11 @@
 #include <cmocka.h>
 #include <pthread.h>
 
-struct fx {
-  posh_heap_t *h;
-  char name[64];
-};
-
 static int setup(void **state) {
-  struct fx *f = calloc(1, sizeof *f);
-  if (!f)
-    return -1;
-  tu_heap_name(f->name, sizeof f->name, "value");
-  posh_heap_options_t o = {.capacity = 64ull << 20};
-  if (posh_heap_create(f->name, &o, &f->h) != 0) {
-    free(f);
-    return -1;
-  }
-  *state = f;
-  return 0;
+  return tu_heap_fx_setup(state, "value", 64ull << 20);
 }
 
-static int teardown(void **state) {
-  struct fx *f = *state;
-  tu_reap_kids();
-  posh_heap_detach(f->h);
-  posh_heap_unlink(f->name);
-  free(f);
-  return 0;
-}
+static int teardown(void **state) { return tu_heap_fx_teardown(state); }
 
 static const char codes[] = "cbBhHiIlLqQfd";
 
@@ -48,7 +26,7 @@ static const char codes[] = "cbBhHiIlLqQfd";
  * on another cache line than the data, integer adds wrap at the type's
  * width, float adds work, and bad codes are refused. */
 static void test_types(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   static const int sizes[] = {1, 1, 1, 2, 2, 4, 4, (int)sizeof(long),
                               (int)sizeof(long), 8, 8, 4, 8};
   for (int lock = 0; lock <= 1; lock++)
@@ -125,7 +103,7 @@ static void test_types(void **state) {
  * read and write with bounds (POSH_ERANGE); zero-length arrays work; an
  * exec'd process that opens the Array by name writes what we read. */
 static void test_array(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *a, *z;
   assert_int_equal(posh_array_create(f->h, "arr", 'i', 1000, 1, &a), 0);
   int32_t *d;
@@ -185,7 +163,7 @@ static void *other_thread(void *arg) {
  * POSH_EAGAIN / POSH_ETIMEDOUT and cannot unlock it), works on Arrays
  * too, and objects without a lock refuse it with POSH_ENOSYS. */
 static void test_lock(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *v, *raw;
   assert_int_equal(posh_value_create(f->h, NULL, 'q', 1, &v), 0);
   assert_int_equal(posh_value_lock_owned(v), 0);
@@ -253,7 +231,7 @@ static pid_t spawn_list_child(const char *const *args) {
  * and two exec'd processes, and lock-free posh_value_add_i64 on a RawValue
  * and on a locked one, all give the exact total. */
 static void test_concurrent_increments(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   const char *e = getenv("POSH_TEST_VALUE_INCR");
   long n = e && *e ? atol(e) : 20000;
   static const struct {
@@ -291,7 +269,7 @@ static void test_concurrent_increments(void **state) {
  * with the lock held once and sees the half-updated data; the lock is
  * consistent again afterwards (plain 0), many times over. */
 static void test_owner_death(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *v;
   assert_int_equal(posh_value_create(f->h, "held", 'q', 1, &v), 0);
   for (int round = 0; round < 5; round++) {
@@ -339,7 +317,7 @@ static void test_owner_death(void **state) {
  * wrong type (POSH_ETYPE: a list for a Value, a Value for an Array and
  * back), a reference to a freed Value (POSH_ESTALE). */
 static void test_bad_input(void **state) {
-  struct fx *f = *state;
+  struct tu_heap_fx *f = *state;
   posh_obj_t *v, *a, *l, *stale;
   int64_t x = 0;
   void *p;

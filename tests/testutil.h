@@ -470,4 +470,38 @@ typedef struct tu_blocklist {
   } b[];
 } tu_blocklist_t;
 
+/* cmocka fixture of the object tests: a named heap of the given capacity
+ * (tu_heap_fx_setup, from a test file's setup), detached and unlinked at
+ * teardown after the test's children are reaped. */
+struct tu_heap_fx {
+  posh_heap_t *h;
+  char name[64];
+  uint64_t base_bytes; /* bytes in use right after creation */
+};
+
+static TU_UNUSED int tu_heap_fx_setup(void **state, const char *what,
+                                      uint64_t capacity) {
+  struct tu_heap_fx *f = calloc(1, sizeof *f);
+  if (!f)
+    return -1;
+  tu_heap_name(f->name, sizeof f->name, what);
+  posh_heap_options_t o = {.capacity = capacity};
+  if (posh_heap_create(f->name, &o, &f->h) != 0) {
+    free(f);
+    return -1;
+  }
+  f->base_bytes = tu_bytes_in_use(f->h);
+  *state = f;
+  return 0;
+}
+
+static TU_UNUSED int tu_heap_fx_teardown(void **state) {
+  struct tu_heap_fx *f = *state;
+  tu_reap_kids();
+  posh_heap_detach(f->h);
+  posh_heap_unlink(f->name);
+  free(f);
+  return 0;
+}
+
 #endif /* POSH_TESTUTIL_H */
