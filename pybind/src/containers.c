@@ -102,13 +102,8 @@ static PyObject *cont_open_common(Cont *self, PyObject *args, uint32_t type) {
     PyErr_SetString(PyExc_RuntimeError, "posh: object already initialised");
     return NULL;
   }
-  posh_heap_t *h = pyposh_heap();
-  if (!h)
+  if (pyposh_obj_open(off, id, type, &self->obj) < 0)
     return NULL;
-  posh_obj_ref_t ref = {off, id, type, 0};
-  int r = posh_obj_open_ref(h, &ref, &self->obj);
-  if (r < 0)
-    return pyposh_error(r);
   if (cont_opened(self, 1) < 0)
     return NULL;
   Py_RETURN_NONE;
@@ -117,12 +112,10 @@ static PyObject *cont_open_common(Cont *self, PyObject *args, uint32_t type) {
 static PyObject *cont_ref(Cont *self, PyObject *unused) {
   if (cont_check(self) < 0)
     return NULL;
-  posh_obj_ref_t ref;
-  int r = posh_obj_ref(self->obj, &ref);
-  if (r < 0)
-    return pyposh_error(r);
-  return Py_BuildValue("(KK)", (unsigned long long)ref.off,
-                       (unsigned long long)ref.id);
+  unsigned long long off, id;
+  if (pyposh_obj_ref(self->obj, &off, &id) < 0)
+    return NULL;
+  return Py_BuildValue("(KK)", off, id);
 }
 
 /* Release the stored references of every value (the object is about to be

@@ -86,6 +86,33 @@ int pyposh_heap_check(void) {
   return -1;
 }
 
+int pyposh_obj_open(unsigned long long off, unsigned long long id,
+                    uint32_t type, posh_obj_t **obj_out) {
+  posh_heap_t *h = pyposh_heap();
+  if (!h)
+    return -1;
+  posh_obj_ref_t ref = {off, id, type, 0};
+  int r = posh_obj_open_ref(h, &ref, obj_out);
+  if (r < 0) {
+    pyposh_error(r);
+    return -1;
+  }
+  return 0;
+}
+
+int pyposh_obj_ref(posh_obj_t *obj, unsigned long long *off,
+                   unsigned long long *id) {
+  posh_obj_ref_t ref;
+  int r = posh_obj_ref(obj, &ref);
+  if (r < 0) {
+    pyposh_error(r);
+    return -1;
+  }
+  *off = ref.off;
+  *id = ref.id;
+  return 0;
+}
+
 posh_heap_t *pyposh_heap(void) {
   if (g_heap)
     return g_heap;

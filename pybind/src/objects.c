@@ -98,22 +98,14 @@ static PyObject *ob_create(ObjBase *self, PyObject *args) {
 
 /* _open(off, id, type): after unpickling (the heap is attached) */
 static PyObject *ob_open(ObjBase *self, PyObject *args) {
-  posh_obj_ref_t ref = {0, 0, 0, 0};
   unsigned long long off, id;
   unsigned int type;
   if (!PyArg_ParseTuple(args, "KKI", &off, &id, &type))
     return NULL;
   if (type != POSH_OBJ_VALUE && type != POSH_OBJ_ARRAY)
     return pyposh_error(POSH_ETYPE);
-  posh_heap_t *h = pyposh_heap();
-  if (!h)
+  if (pyposh_obj_open(off, id, type, &self->obj) < 0)
     return NULL;
-  ref.off = off;
-  ref.id = id;
-  ref.type = type;
-  int r = posh_obj_open_ref(h, &ref, &self->obj);
-  if (r < 0)
-    return pyposh_error(r);
   self->type = (int)type;
   if (ob_fill(self) < 0)
     return NULL;
@@ -123,12 +115,10 @@ static PyObject *ob_open(ObjBase *self, PyObject *args) {
 static PyObject *ob_ref(ObjBase *self, PyObject *unused) {
   if (ob_check(self) < 0)
     return NULL;
-  posh_obj_ref_t ref;
-  int r = posh_obj_ref(self->obj, &ref);
-  if (r < 0)
-    return pyposh_error(r);
-  return Py_BuildValue("(KKI)", (unsigned long long)ref.off,
-                       (unsigned long long)ref.id, (unsigned)ref.type);
+  unsigned long long off, id;
+  if (pyposh_obj_ref(self->obj, &off, &id) < 0)
+    return NULL;
+  return Py_BuildValue("(KKI)", off, id, (unsigned)self->type);
 }
 
 static void ob_dealloc(ObjBase *self) {

@@ -114,13 +114,8 @@ static PyObject *cb_open(ConnBase *self, PyObject *args) {
     PyErr_SetString(PyExc_RuntimeError, "posh: connection already open");
     return NULL;
   }
-  posh_heap_t *h = pyposh_heap();
-  if (!h)
+  if (pyposh_obj_open(off, id, POSH_OBJ_PIPE, &self->end) < 0)
     return NULL;
-  posh_obj_ref_t ref = {off, id, POSH_OBJ_PIPE, 0};
-  int r = posh_obj_open_ref(h, &ref, &self->end);
-  if (r < 0)
-    return pyposh_error(r);
   if (cb_fill(self) < 0)
     return NULL;
   Py_RETURN_NONE;
@@ -129,12 +124,10 @@ static PyObject *cb_open(ConnBase *self, PyObject *args) {
 static PyObject *cb_ref(ConnBase *self, PyObject *unused) {
   if (cb_check(self) < 0)
     return NULL;
-  posh_obj_ref_t ref;
-  int r = posh_obj_ref(self->end, &ref);
-  if (r < 0)
-    return pyposh_error(r);
-  return Py_BuildValue("(KK)", (unsigned long long)ref.off,
-                       (unsigned long long)ref.id);
+  unsigned long long off, id;
+  if (pyposh_obj_ref(self->end, &off, &id) < 0)
+    return NULL;
+  return Py_BuildValue("(KK)", off, id);
 }
 
 static PyObject *cb_bind(ConnBase *self, PyObject *arg) {

@@ -22,6 +22,16 @@ posh_heap_t *pyposh_heap_if_any(void);
  * used after exit processing detached the heap).  Creates nothing. */
 int pyposh_heap_check(void);
 
+/* Open the object (off, id) of the given type in the process's heap (the
+ * _open of an unpickled handle): 0 with *obj_out, or -1 with an exception
+ * set. */
+int pyposh_obj_open(unsigned long long off, unsigned long long id,
+                    uint32_t type, posh_obj_t **obj_out);
+/* The (off, id) of obj's reference (what _ref pickles): 0, or -1 with an
+ * exception set. */
+int pyposh_obj_ref(posh_obj_t *obj, unsigned long long *off,
+                   unsigned long long *id);
+
 /* Raise the Python exception of a POSH_E* code and return NULL. */
 PyObject *pyposh_error(int err);
 extern PyObject *pyposh_Error; /* posh.PoshError (an OSError) */

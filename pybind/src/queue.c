@@ -422,13 +422,8 @@ static PyObject *qb_open(QueueBase *self, PyObject *args) {
     PyErr_SetString(PyExc_RuntimeError, "posh: queue already initialised");
     return NULL;
   }
-  posh_heap_t *h = pyposh_heap();
-  if (!h)
+  if (pyposh_obj_open(off, id, POSH_OBJ_QUEUE, &self->q) < 0)
     return NULL;
-  posh_obj_ref_t ref = {off, id, POSH_OBJ_QUEUE, 0};
-  int r = posh_obj_open_ref(h, &ref, &self->q);
-  if (r < 0)
-    return pyposh_error(r);
   self->kind = kind;
   self->maxsize = maxsize;
   Py_RETURN_NONE;
@@ -438,12 +433,10 @@ static PyObject *qb_open(QueueBase *self, PyObject *args) {
 static PyObject *qb_ref(QueueBase *self, PyObject *unused) {
   if (qb_check(self) < 0)
     return NULL;
-  posh_obj_ref_t ref;
-  int r = posh_obj_ref(self->q, &ref);
-  if (r < 0)
-    return pyposh_error(r);
-  return Py_BuildValue("(KKin)", (unsigned long long)ref.off,
-                       (unsigned long long)ref.id, self->kind, self->maxsize);
+  unsigned long long off, id;
+  if (pyposh_obj_ref(self->q, &off, &id) < 0)
+    return NULL;
+  return Py_BuildValue("(KKin)", off, id, self->kind, self->maxsize);
 }
 
 /* _bind(name) / _touch(): see posh/queues.py (fork and pickling) */
