@@ -109,6 +109,19 @@ static PyObject *cont_open_common(Cont *self, PyObject *args, uint32_t type) {
   Py_RETURN_NONE;
 }
 
+/* len() through fn (posh_dict_len or posh_list_len). */
+static Py_ssize_t cont_len(Cont *self, int (*fn)(posh_obj_t *, size_t *)) {
+  if (cont_check(self) < 0)
+    return -1;
+  size_t n;
+  int r = fn(self->obj, &n);
+  if (r < 0) {
+    pyposh_error(r);
+    return -1;
+  }
+  return (Py_ssize_t)n;
+}
+
 static PyObject *cont_ref(Cont *self, PyObject *unused) {
   if (cont_check(self) < 0)
     return NULL;
@@ -384,17 +397,7 @@ static int dict_contains(Cont *self, PyObject *key) {
   return -1;
 }
 
-static Py_ssize_t dict_len(Cont *self) {
-  if (cont_check(self) < 0)
-    return -1;
-  size_t n;
-  int r = posh_dict_len(self->obj, &n);
-  if (r < 0) {
-    pyposh_error(r);
-    return -1;
-  }
-  return (Py_ssize_t)n;
-}
+static Py_ssize_t dict_len(Cont *self) { return cont_len(self, posh_dict_len); }
 
 /* _pop(key) -> value; KeyError when absent */
 static PyObject *dict_pop_m(Cont *self, PyObject *key) {
@@ -911,17 +914,7 @@ static int list_ass_subscript(Cont *self, PyObject *key, PyObject *v) {
   return 0;
 }
 
-static Py_ssize_t list_len(Cont *self) {
-  if (cont_check(self) < 0)
-    return -1;
-  size_t n;
-  int r = posh_list_len(self->obj, &n);
-  if (r < 0) {
-    pyposh_error(r);
-    return -1;
-  }
-  return (Py_ssize_t)n;
-}
+static Py_ssize_t list_len(Cont *self) { return cont_len(self, posh_list_len); }
 
 static PyObject *list_append(Cont *self, PyObject *v) {
   pyposh_buf_t e;

@@ -506,20 +506,21 @@ static PyObject *sb_release_n(SyncBase *self, PyObject *args) {
   Py_RETURN_NONE;
 }
 
-/* Event: _set() / _clear() */
-static PyObject *sb_set(SyncBase *self, PyObject *unused) {
+/* fn(heap, the object) with no result: None, or the error raised. */
+static PyObject *sb_call(SyncBase *self, int (*fn)(posh_heap_t *, posh_off_t)) {
   posh_heap_t *h = heap_or_raise(self);
   if (!h)
     return NULL;
-  int r = posh_event_set(h, self->off);
+  int r = fn(h, self->off);
   return r < 0 ? pyposh_error(r) : (Py_INCREF(Py_None), Py_None);
 }
+
+/* Event: _set() / _clear() */
+static PyObject *sb_set(SyncBase *self, PyObject *unused) {
+  return sb_call(self, posh_event_set);
+}
 static PyObject *sb_clear(SyncBase *self, PyObject *unused) {
-  posh_heap_t *h = heap_or_raise(self);
-  if (!h)
-    return NULL;
-  int r = posh_event_clear(h, self->off);
-  return r < 0 ? pyposh_error(r) : (Py_INCREF(Py_None), Py_None);
+  return sb_call(self, posh_event_clear);
 }
 
 /* Barrier action: called by the last thread to arrive, GIL released. */
@@ -576,18 +577,10 @@ static PyObject *sb_bwait(SyncBase *self, PyObject *args) {
 }
 
 static PyObject *sb_abort(SyncBase *self, PyObject *unused) {
-  posh_heap_t *h = heap_or_raise(self);
-  if (!h)
-    return NULL;
-  int r = posh_barrier_abort(h, self->off);
-  return r < 0 ? pyposh_error(r) : (Py_INCREF(Py_None), Py_None);
+  return sb_call(self, posh_barrier_abort);
 }
 static PyObject *sb_reset(SyncBase *self, PyObject *unused) {
-  posh_heap_t *h = heap_or_raise(self);
-  if (!h)
-    return NULL;
-  int r = posh_barrier_reset(h, self->off);
-  return r < 0 ? pyposh_error(r) : (Py_INCREF(Py_None), Py_None);
+  return sb_call(self, posh_barrier_reset);
 }
 
 static PyObject *sb_get_off(SyncBase *self, void *c) {
