@@ -2,7 +2,7 @@
 /*
  * This file contains the multi-process allocator's block level: size
  * classes, the owner's fast paths (plain loads and stores on pages it owns),
- * remote frees (one CAS on the page's remote-free bitmap), collection of
+ * remote frees (one atomic bit set on the page's remote-free bitmap), collection of
  * remote frees, adoption of pages whose owner died, large blocks as page
  * runs, and the allocator parts of statistics and the consistency check.
  *
@@ -168,7 +168,7 @@ static uint32_t collect_remote(posh_heap_t *heap, posh__page_t *pg, int force) {
     fb[w] |= fresh;
     got += (uint32_t)__builtin_popcountll(fresh);
     /* Only now forget the bits: until here a crash leaves them set. */
-    posh_atomic_fetch_andnot_full((posh_atomic_t *)&rb[w], r);
+    posh_atomic_andnot_full((posh_atomic_t *)&rb[w], r);
   }
   pg->used -= got;
   return got;
@@ -450,19 +450,18 @@ __attribute__((noinline)) static int free_slow(posh_heap_t *heap, void *ptr) {
     if (free_bitmap(page, pg)[idx / 64] & bit)
       return POSH_EDOUBLEFREE;
 #endif
-    /* Another thread's or process's page: one CAS on the bitmap word.  We
-     * do not read `bump` (the owner's line): a bit set for a block never
+    /* Another thread's or process's page: one atomic bit set on the bitmap
+     * word (posh_atomic_bit_test_and_set_full).  We do not read `bump` (the owner's line): a bit set for a block never
      * handed out is dropped by the owner when it collects. */
     uint64_t *bits = posh__page_remote_bitmap(page, pg);
-    uint64_t old = posh_atomic_fetch_or_full((posh_atomic_t *)&bits[idx / 64], bit);
-    if (old & bit)
+    if (posh_atomic_bit_test_and_set_full((posh_atomic_t *)&bits[idx / 64], idx % 64))
       return POSH_EDOUBLEFREE;
-    /* After the bit (the CAS is a full barrier): the owner clears the flag
+    /* After the bit (the bit set is a full barrier): the owner clears the flag
      * before scanning, so it either sees our bit or sees the flag again. */
     posh_atomic_t *pending = &posh__page_head(page, pg)->xremote_pending;
     /* Store only if clear: while the flag is up the line stays shared
      * instead of bouncing to us on every free.  Seeing 1 here (after our
-     * full-barrier CAS) means the owner's clear comes later, and its scan
+     * full-barrier bit set) means the owner's clear comes later, and its scan
      * after that clear sees our bit. */
     if (!posh_atomic_load_relaxed(pending))
       posh_atomic_store_relaxed(pending, 1);
