@@ -356,26 +356,46 @@ __attribute__((noinline)) static void *alloc_large(posh_heap_t *heap, size_t siz
 /* ------------------------------------------------------------------------
  * Public entry points.
  * ---------------------------------------------------------------------- */
+/* A small block for the calling thread (tld): its class's current page,
+ * else alloc_small_slow (a tail call: this path keeps no stack frame). */
+static inline void *alloc_small(posh_heap_t *heap, posh__tld_t *tld,
+                                size_t size) {
+  int cls = size_class(size);
+  posh__page_t *pg = tld->classes[cls].page;
+  if (posh_likely(pg != NULL)) {
+    void *p = pop_block(heap, pg);
+    if (posh_likely(p != NULL))
+      return p;
+  }
+  return alloc_small_slow(heap, tld, cls);
+}
+
+/* posh_alloc of a small block when the thread's cached state is not this
+ * heap's (first use by the thread, another heap used last, a fork). */
+__attribute__((noinline)) static void *alloc_small_tld_slow(posh_heap_t *heap,
+                                                            size_t size) {
+  int err;
+  posh__tld_t *tld = posh__tld_get_slow(heap, &err);
+  if (posh_unlikely(!tld)) {
+    posh__set_last_error(err);
+    return NULL;
+  }
+  return alloc_small(heap, tld, size);
+}
+
 POSH_EXTERN void *posh_alloc(posh_heap_t *heap, size_t size) {
   if (posh_unlikely(!heap)) {
     posh__set_last_error(POSH_EINVAL);
     return NULL;
   }
   if (posh_likely(size <= POSH_SMALL_MAX)) {
-    int err;
-    posh__tld_t *tld = posh__tld_get(heap, &err);
-    if (posh_unlikely(!tld)) {
-      posh__set_last_error(err);
-      return NULL;
-    }
-    int cls = size_class(size);
-    posh__page_t *pg = tld->classes[cls].page;
-    if (posh_likely(pg != NULL)) {
-      void *p = pop_block(heap, pg);
-      if (posh_likely(p != NULL))
-        return p;
-    }
-    return alloc_small_slow(heap, tld, cls);
+    /* posh__tld_get's fast test, with its slow side out of line (a tail
+     * call), so the common path needs no stack frame. */
+    posh__tld_t *tld = posh__tld_cache;
+    if (posh_unlikely(tld == NULL || tld->heap != heap ||
+                      tld->heap_id != heap->id))
+      return alloc_small_tld_slow(heap, size);
+    return alloc_small(heap, tld, size);
   }
   if (heap->detached) {
     posh__set_last_error(POSH_EDETACHED);
