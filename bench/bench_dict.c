@@ -7,6 +7,8 @@
  *   BENCH dict.get.posh   <ops/s>
  *   BENCH dict.get.bare   <ops/s>   (same layout, bare inline loop)
  *   BENCH dict.get.posh_per_bare <x>
+ *   BENCH dict.get_many.posh <ops/s>   (posh_dict_get_many, 16 keys a call)
+ *   BENCH dict.get_many.posh_per_bare <x>
  *   BENCH dict.set.posh   <ops/s>
  *   BENCH dict.get2p.posh <ops/s>
  *
@@ -100,6 +102,42 @@ static double run_gets(posh_obj_t *d, const unsigned char *seq, uint64_t nops,
             (double)(per * GET_SLICES) / cpu, 100.0 * cpu / wall);
   if (bad) {
     fprintf(stderr, "bench_dict: %llu gets failed\n", (unsigned long long)bad);
+    exit(1);
+  }
+  return best;
+}
+
+/* run_gets with posh_dict_get_many, GET_MANY keys a call (same keys, same
+ * order, same slices). */
+#define GET_MANY 16
+static double run_gets_many(posh_obj_t *d, const unsigned char *seq,
+                            uint64_t nops, uint64_t nkeys) {
+  static unsigned char v[GET_MANY][VLEN];
+  posh_dict_get_req_t rq[GET_MANY];
+  uint64_t bad = 0, per = nops / GET_SLICES ? nops / GET_SLICES : 1, i = 0;
+  double best = 0;
+  per = (per + GET_MANY - 1) / GET_MANY * GET_MANY;
+  for (int slice = 0; slice < GET_SLICES; slice++) {
+    double t0 = now_s();
+    for (uint64_t end = i + per; i < end; i += GET_MANY) {
+      for (int j = 0; j < GET_MANY; j++) {
+        rq[j].key = seq + (size_t)((i + (uint64_t)j) % nkeys) * KLEN;
+        rq[j].klen = KLEN;
+        rq[j].buf = v[j];
+        rq[j].cap = VLEN;
+      }
+      if (posh_dict_get_many(d, rq, GET_MANY) != 0)
+        bad++;
+      for (int j = 0; j < GET_MANY; j++)
+        bad += rq[j].result != 0;
+    }
+    double dt = now_s() - t0;
+    if ((double)per / dt > best)
+      best = (double)per / dt;
+  }
+  if (bad) {
+    fprintf(stderr, "bench_dict: %llu batched gets failed\n",
+            (unsigned long long)bad);
     exit(1);
   }
   return best;
@@ -263,6 +301,13 @@ int main(void) {
   munmap(bt, (size_t)bcap * sizeof *bt);
   printf("BENCH dict.get.bare %.0f ops/s\n", bare);
   printf("BENCH dict.get.posh_per_bare %.3f x\n", get / bare);
+  fflush(stdout);
+
+  /* get_many: batches of GET_MANY keys, right after the bare loop. */
+  run_gets_many(d, seq, nkeys / 4, nkeys); /* warm up */
+  double many = run_gets_many(d, seq, nops, nkeys);
+  printf("BENCH dict.get_many.posh %.0f ops/s\n", many);
+  printf("BENCH dict.get_many.posh_per_bare %.3f x\n", many / bare);
   fflush(stdout);
 
   /* set: overwrite existing keys, random order. */

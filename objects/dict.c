@@ -973,6 +973,63 @@ POSH_EXTERN int posh_dict_get(posh_obj_t *dict, const void *key, size_t klen,
   return dict_get_full(dict, key, klen, buf, cap, vlen_out);
 }
 
+/* Keys whose entries posh_dict_get_many fetches together: enough misses in
+ * flight to cover the memory latency, few enough that the entries are
+ * still in the L1 cache when their gets read them. */
+#define DICT_GET_MANY_BATCH 16
+
+POSH_EXTERN int posh_dict_get_many(posh_obj_t *dict, posh_dict_get_req_t *reqs,
+                                   size_t n) {
+  posh__dict_shared_t *d;
+  DICT_GET(dict, d);
+  if (!reqs && n)
+    return POSH_EINVAL;
+  const posh_heap_t *h = dict->heap;
+  uint64_t hash[DICT_GET_MANY_BATCH];
+  for (size_t b = 0; b < n; b += DICT_GET_MANY_BATCH) {
+    size_t m = n - b < DICT_GET_MANY_BATCH ? n - b : DICT_GET_MANY_BATCH;
+    posh_dict_get_req_t *rq = reqs + b;
+    /* 1. Hash every key and prefetch its home entry in the current table:
+     * a hint only (the table may be replaced meanwhile: the gets below
+     * check everything). */
+    uint64_t tcap = 0;
+    const dict_table_t *t =
+        table_at(h, posh_atomic_load_acquire(&d->xtable), &tcap);
+    for (size_t i = 0; i < m; i++) {
+      if (check_key(rq[i].key, rq[i].klen) != 0)
+        continue;
+      hash[i] = rq[i].klen - 1 < 16 ? key_hash_short(rq[i].key, rq[i].klen)
+                                    : key_hash(rq[i].key, rq[i].klen);
+      if (t) {
+        /* The home entry and the next one (a quarter of the keys at the
+         * dict's load live one slot past home): four lines. */
+        uint64_t j = hash[i] & (tcap - 1);
+        const char *e = (const char *)&t->e[j];
+        const char *f = (const char *)&t->e[(j + 1) & (tcap - 1)];
+        __builtin_prefetch(e);
+        __builtin_prefetch(e + 64);
+        __builtin_prefetch(f);
+        __builtin_prefetch(f + 64);
+      }
+    }
+    /* 2. The gets, each as posh_dict_get does it (the fast one when it
+     * applies, with the hash computed above). */
+    for (size_t i = 0; i < m; i++) {
+      posh_dict_get_req_t *q = &rq[i];
+      int r = GET_SLOW;
+      if (posh__obj_ready(dict, POSH_OBJ_DICT) && q->key && q->buf &&
+          q->klen - 1 < 16)
+        r = get_fast(h, d, hash[i], q->key, q->klen, q->buf, q->cap, &q->vlen);
+      if (r == GET_SLOW)
+        r = dict_get_full(dict, q->key, q->klen, q->buf, q->cap, &q->vlen);
+      if (r != 0 && r != POSH_EMSGSIZE)
+        q->vlen = 0;
+      q->result = r;
+    }
+  }
+  return 0;
+}
+
 POSH_EXTERN int posh_dict_get_alloc(posh_obj_t *dict, const void *key,
                                     size_t klen, void **val_out,
                                     size_t *vlen_out) {

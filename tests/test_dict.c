@@ -4,7 +4,8 @@
  * one by one (inline and block-held keys and values, the empty key, buffer
  * sizes), growth and clear, iteration alone and against a concurrent
  * writer, use from a forked child and from an exec'd unrelated process
- * (tests/dict_child), multi-process stress with concurrent writers on
+ * (tests/dict_child), batched gets (alone and against a writer in another
+ * process), multi-process stress with concurrent writers on
  * overlapping keys (checksummed values, final contents checked), the same
  * with writers SIGKILLed at random, and bad input.
  *
@@ -394,6 +395,159 @@ static void test_iter_concurrent(void **state) {
   drop_heap(h, name);
 }
 
+/* posh_dict_get_many gives, request by request, what posh_dict_get gives:
+ * keys of every length class (empty, 1-16 bytes, longer, block-held),
+ * inline and block-held values, absent keys, buffers too small, bad
+ * requests; batches below, at and above its internal batch size. */
+static void test_get_many(void **state) {
+  (void)state;
+  char name[64];
+  posh_heap_t *h = new_heap(name, sizeof name);
+  posh_obj_t *d;
+  assert_int_equal(posh_dict_create(h, NULL, NULL, &d), 0);
+  enum { N = 600, Q = 1000 };
+  static unsigned char keys[N][48], val[300];
+  for (size_t i = 0; i < sizeof val; i++)
+    val[i] = (unsigned char)(i * 7 + 1);
+  for (int i = 0; i < N; i++) {
+    size_t kl = (size_t)(i % 41); /* 0 (the empty key, once) to 40 bytes */
+    for (size_t j = 0; j < kl; j++)
+      keys[i][j] = (unsigned char)(i * 31 + j * 3);
+    if (kl >= 2) { /* distinct keys of one length */
+      keys[i][0] = (unsigned char)i;
+      keys[i][1] = (unsigned char)(i >> 8);
+    }
+    size_t vlen = (size_t)(i * 13) % 200; /* inline and block-held */
+    assert_int_equal(posh_dict_set(d, keys[i], kl, val, vlen), 0);
+  }
+  /* Requests: every key (some absent variants), and bad ones. */
+  static posh_dict_get_req_t rq[Q];
+  static unsigned char bufs[Q][256], ref[256];
+  for (int q = 0; q < Q; q++) {
+    int i = q % N;
+    size_t kl = (size_t)(i % 41);
+    memset(&rq[q], 0, sizeof rq[q]);
+    rq[q].key = keys[i];
+    rq[q].klen = kl;
+    rq[q].buf = bufs[q];
+    rq[q].cap = sizeof bufs[q];
+    if (q % 7 == 3 && kl > 0)
+      rq[q].klen = kl + 41; /* a longer key: absent */
+    if (q % 11 == 5)
+      rq[q].cap = 10; /* too small for most values */
+    if (q == 17)
+      rq[q].key = NULL; /* POSH_EINVAL (klen 17) */
+    if (q == 29) {
+      rq[q].buf = NULL; /* POSH_EINVAL (cap > 0) */
+    }
+    rq[q].result = 12345;
+    rq[q].vlen = 999;
+  }
+  size_t sizes[] = {0, 1, 15, 16, 17, 100, Q - 100 - 17 - 16 - 15 - 1};
+  size_t at = 0;
+  assert_int_equal(posh_dict_get_many(d, NULL, 0), 0);
+  for (size_t s = 0; s < NELEM(sizes); s++) {
+    assert_int_equal(posh_dict_get_many(d, rq + at, sizes[s]), 0);
+    at += sizes[s];
+  }
+  assert_int_equal(at, Q);
+  int found = 0, absent = 0, small = 0, bad = 0;
+  for (int q = 0; q < Q; q++) {
+    size_t vl = 777;
+    int r = posh_dict_get(d, rq[q].key, rq[q].klen, rq[q].buf ? ref : NULL,
+                          rq[q].buf ? rq[q].cap : rq[q].cap, &vl);
+    assert_int_equal(rq[q].result, r);
+    if (r == 0) {
+      assert_int_equal(rq[q].vlen, vl);
+      assert_memory_equal(rq[q].buf, ref, vl);
+      assert_memory_equal(rq[q].buf, val, vl);
+      found++;
+    } else if (r == POSH_EMSGSIZE) {
+      assert_int_equal(rq[q].vlen, vl);
+      small++;
+    } else {
+      assert_int_equal(rq[q].vlen, 0);
+      r == POSH_ENOENT ? absent++ : bad++;
+    }
+  }
+  assert_true(found > 700 && absent > 50 && small > 20 && bad == 2);
+  /* Bad calls. */
+  assert_int_equal(posh_dict_get_many(NULL, rq, 1), POSH_EINVAL);
+  assert_int_equal(posh_dict_get_many(d, NULL, 1), POSH_EINVAL);
+  posh_obj_t *buf;
+  assert_int_equal(posh_buffer_create(h, NULL, 16, 0, &buf), 0);
+  assert_int_equal(posh_dict_get_many(buf, rq, 1), POSH_ETYPE);
+  assert_int_equal(posh_obj_close(buf), 0);
+  assert_int_equal(posh_obj_close(d), 0);
+  drop_heap(h, name);
+}
+
+/* A value of this test: 56 bytes of a generation's pattern and their
+ * XXH64, so a reader can tell a whole value from a torn one. */
+static void gm_value(unsigned char v[64], uint32_t key, uint32_t gen) {
+  for (int j = 0; j < 56; j++)
+    v[j] = (unsigned char)(key * 131 + gen * 7 + (uint32_t)j);
+  uint64_t x = XXH64(v, 56, 0);
+  memcpy(v + 56, &x, 8);
+}
+
+static int gm_writer(void *arg) {
+  (void)arg;
+  unsigned char v[64];
+  for (uint32_t gen = 1; gen < 300; gen++)
+    for (uint32_t k = 0; k < 64; k++) {
+      gm_value(v, k, gen);
+      CHILD_CHECK_EQ(posh_dict_set(g_d, &k, sizeof k, v, sizeof v), 0);
+      if (k % 16 == 0 && gen % 50 == 0) /* absent for a while */
+        CHILD_CHECK_EQ(posh_dict_delete(g_d, &k, sizeof k), 0);
+    }
+  return 0;
+}
+
+/* posh_dict_get_many against a writer in another process overwriting and
+ * deleting the same keys: every value it returns is whole (never torn). */
+static void test_get_many_concurrent(void **state) {
+  (void)state;
+  char name[64];
+  posh_heap_t *h = new_heap(name, sizeof name);
+  assert_int_equal(posh_dict_create(h, NULL, NULL, &g_d), 0);
+  unsigned char v[64];
+  for (uint32_t k = 0; k < 64; k++) {
+    gm_value(v, k, 0);
+    assert_int_equal(posh_dict_set(g_d, &k, sizeof k, v, sizeof v), 0);
+  }
+  pid_t pid = tu_fork(gm_writer, NULL);
+  assert_true(pid > 0);
+  static uint32_t kid[64];
+  static unsigned char out[64][64];
+  posh_dict_get_req_t rq[64];
+  long whole = 0;
+  int st = 0;
+  pid_t done;
+  do {
+    for (uint32_t k = 0; k < 64; k++) {
+      kid[k] = k;
+      rq[k] = (posh_dict_get_req_t){&kid[k], sizeof kid[k], out[k], sizeof out[k], 0, 0};
+    }
+    assert_int_equal(posh_dict_get_many(g_d, rq, 64), 0);
+    for (int k = 0; k < 64; k++) {
+      if (rq[k].result == POSH_ENOENT)
+        continue;
+      assert_int_equal(rq[k].result, 0);
+      assert_int_equal(rq[k].vlen, 64);
+      uint64_t x = XXH64(out[k], 56, 0);
+      assert_memory_equal(out[k] + 56, &x, 8);
+      whole++;
+    }
+  } while ((done = waitpid(pid, &st, WNOHANG)) == 0);
+  tu_kid_del(pid);
+  assert_int_equal(done, pid);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  assert_true(whole > 0);
+  assert_int_equal(posh_obj_close(g_d), 0);
+  drop_heap(h, name);
+}
+
 /* Spawn tests/dict_child (exec, no atfork handlers: an unrelated process). */
 static pid_t spawn_dict_child(const char *const *args) {
   const char *dir = getenv("POSH_TEST_BINDIR");
@@ -721,6 +875,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_ops),
       cmocka_unit_test(test_growth_iter),
       cmocka_unit_test(test_iter_concurrent),
+      cmocka_unit_test(test_get_many),
+      cmocka_unit_test(test_get_many_concurrent),
       cmocka_unit_test(test_cross_process),
       cmocka_unit_test(test_stress),
       cmocka_unit_test(test_kill_stress),

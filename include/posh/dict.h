@@ -59,6 +59,27 @@ POSH_EXTERN int posh_dict_create(posh_heap_t *heap, const char *name,
  * NULL). */
 POSH_EXTERN int posh_dict_get(posh_obj_t *dict, const void *key, size_t klen,
                               void *buf, size_t cap, size_t *vlen_out);
+/* One request of posh_dict_get_many: in, the arguments of a posh_dict_get;
+ * out, its result and value length. */
+typedef struct posh_dict_get_req {
+  const void *key; /* in */
+  size_t klen;     /* in */
+  void *buf;       /* in: where the value goes */
+  size_t cap;      /* in: bytes at buf */
+  size_t vlen;     /* out: the value's length (with result 0 or
+                      POSH_EMSGSIZE) */
+  int result;      /* out: what posh_dict_get would return */
+} posh_dict_get_req_t;
+
+/* n gets in one call: each request as posh_dict_get would do it (each one
+ * atomic; the batch is not a snapshot: a writer may change the dict
+ * between two of them).  Faster than n calls when the table is big: the
+ * entries of a batch of keys are fetched from memory together, not one
+ * after the other.  Returns 0 once every request has its result, or the
+ * handle's error (POSH_EINVAL, POSH_ETYPE, POSH_EDETACHED, POSH_ESTALE)
+ * with no request done; reqs may be NULL only when n is 0. */
+POSH_EXTERN int posh_dict_get_many(posh_obj_t *dict, posh_dict_get_req_t *reqs,
+                                   size_t n);
 /* As get, into a malloc()ed buffer (*val_out, free() it; at least 1 byte
  * allocated even for an empty value). */
 POSH_EXTERN int posh_dict_get_alloc(posh_obj_t *dict, const void *key,
