@@ -71,6 +71,15 @@ static void make_key(unsigned char *k, uint64_t i) {
   memcpy(k + 8, &b, 8);
 }
 
+/* End of a timed loop: exit when any of its gets failed (what: which). */
+static void fail_if_bad(uint64_t bad, const char *what) {
+  if (bad) {
+    fprintf(stderr, "bench_dict: %llu %s failed\n", (unsigned long long)bad,
+            what);
+    exit(1);
+  }
+}
+
 /* nops gets of the keys in seq (the keys in access order, precomputed),
  * in GET_SLICES slices: the rate of the fastest slice.  This machine is
  * shared, and a burst of load from elsewhere (memory bandwidth above all:
@@ -100,10 +109,7 @@ static double run_gets(posh_obj_t *d, const unsigned char *seq, uint64_t nops,
   if (getenv("DICT_BENCH_CPU"))
     fprintf(stderr, "  (get: %.0f ops per CPU second, %.0f%% CPU)\n",
             (double)(per * GET_SLICES) / cpu, 100.0 * cpu / wall);
-  if (bad) {
-    fprintf(stderr, "bench_dict: %llu gets failed\n", (unsigned long long)bad);
-    exit(1);
-  }
+  fail_if_bad(bad, "gets");
   return best;
 }
 
@@ -135,11 +141,7 @@ static double run_gets_many(posh_obj_t *d, const unsigned char *seq,
     if ((double)per / dt > best)
       best = (double)per / dt;
   }
-  if (bad) {
-    fprintf(stderr, "bench_dict: %llu batched gets failed\n",
-            (unsigned long long)bad);
-    exit(1);
-  }
+  fail_if_bad(bad, "batched gets");
   return best;
 }
 
@@ -219,11 +221,7 @@ static double run_bare_gets(const bare_entry_t *t, uint64_t cap,
     if ((double)per / dt > best)
       best = (double)per / dt;
   }
-  if (bad) {
-    fprintf(stderr, "bench_dict: %llu bare gets failed\n",
-            (unsigned long long)bad);
-    exit(1);
-  }
+  fail_if_bad(bad, "bare gets");
   return best;
 }
 
