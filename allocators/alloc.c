@@ -2,9 +2,10 @@
 /*
  * This file contains the multi-process allocator's block level: size
  * classes, the owner's fast paths (plain loads and stores on pages it owns),
- * remote frees (one atomic bit set on the page's remote-free bitmap), collection of
- * remote frees, adoption of pages whose owner died, large blocks as page
- * runs, and the allocator parts of statistics and the consistency check.
+ * remote frees (one atomic bit set on the page's remote-free bitmap),
+ * collection of remote frees, adoption of pages whose owner died, large
+ * blocks as page runs, and the allocator parts of statistics and the
+ * consistency check.
  *
  * Crash story of a small page: its blocks' states are two bitmaps in the
  * page's head.  The owner's free bitmap is written by the owner only, with
@@ -471,18 +472,21 @@ __attribute__((noinline)) static int free_slow(posh_heap_t *heap, void *ptr) {
       return POSH_EDOUBLEFREE;
 #endif
     /* Another thread's or process's page: one atomic bit set on the bitmap
-     * word (posh_atomic_bit_test_and_set_full).  We do not read `bump` (the owner's line): a bit set for a block never
-     * handed out is dropped by the owner when it collects. */
+     * word (posh_atomic_bit_test_and_set_full).  We do not read `bump` (the
+     * owner's line): a bit set for a block never handed out is dropped by
+     * the owner when it collects. */
     uint64_t *bits = posh__page_remote_bitmap(page, pg);
-    if (posh_atomic_bit_test_and_set_full((posh_atomic_t *)&bits[idx / 64], idx % 64))
+    if (posh_atomic_bit_test_and_set_full((posh_atomic_t *)&bits[idx / 64],
+                                          idx % 64))
       return POSH_EDOUBLEFREE;
-    /* After the bit (the bit set is a full barrier): the owner clears the flag
-     * before scanning, so it either sees our bit or sees the flag again. */
+    /* After the bit (the bit set is a full barrier): the owner clears the
+     * flag before scanning, so it either sees our bit or sees the flag
+     * again. */
     posh_atomic_t *pending = &posh__page_head(page, pg)->xremote_pending;
     /* Store only if clear: while the flag is up the line stays shared
      * instead of bouncing to us on every free.  Seeing 1 here (after our
-     * full-barrier bit set) means the owner's clear comes later, and its scan
-     * after that clear sees our bit. */
+     * full-barrier bit set) means the owner's clear comes later, and its
+     * scan after that clear sees our bit. */
     if (!posh_atomic_load_relaxed(pending))
       posh_atomic_store_relaxed(pending, 1);
     return 0;

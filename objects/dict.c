@@ -996,8 +996,9 @@ POSH_EXTERN int posh_dict_get_many(posh_obj_t *dict, posh_dict_get_req_t *reqs,
     const dict_table_t *t =
         table_at(h, posh_atomic_load_acquire(&d->xtable), &tcap);
     for (size_t i = 0; i < m; i++) {
+      hash[i] = 0;
       if (check_key(rq[i].key, rq[i].klen) != 0)
-        continue;
+        continue; /* dict_get_full reports it */
       hash[i] = rq[i].klen - 1 < 16 ? key_hash_short(rq[i].key, rq[i].klen)
                                     : key_hash(rq[i].key, rq[i].klen);
       if (t) {

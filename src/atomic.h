@@ -121,7 +121,8 @@ static inline int posh_atomic_bit_test_and_set_full(posh_atomic_t *p,
                        : "memory");
   return was;
 #else
-  return (int)((posh_atomic_fetch_or_full(p, 1ull << (bit & 63u)) >> (bit & 63u)) & 1u);
+  uint64_t mask = 1ull << (bit & 63u);
+  return (posh_atomic_fetch_or_full(p, mask) & mask) != 0;
 #endif
 }
 
