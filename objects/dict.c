@@ -999,8 +999,7 @@ POSH_EXTERN int posh_dict_get_many(posh_obj_t *dict, posh_dict_get_req_t *reqs,
       hash[i] = 0;
       if (check_key(rq[i].key, rq[i].klen) != 0)
         continue; /* dict_get_full reports it */
-      hash[i] = rq[i].klen - 1 < 16 ? key_hash_short(rq[i].key, rq[i].klen)
-                                    : key_hash(rq[i].key, rq[i].klen);
+      hash[i] = posh__dict_key_hash(rq[i].key, rq[i].klen);
       if (t) {
         /* The home entry and the next one (a quarter of the keys at the
          * dict's load live one slot past home): four lines. */

@@ -87,18 +87,6 @@ static inline uint64_t posh_atomic_fetch_or_full(posh_atomic_t *p,
     old = seen;
   }
 }
-/* Atomically clear bits; returns the previous value. */
-static inline uint64_t posh_atomic_fetch_andnot_full(posh_atomic_t *p,
-                                                     uint64_t bits) {
-  uint64_t old = posh_atomic_load_relaxed(p);
-  for (;;) {
-    uint64_t seen = posh_atomic_cas_full(p, old, old & ~bits);
-    if (seen == old)
-      return old;
-    old = seen;
-  }
-}
-
 /* Atomically clear bits, without the old value: one locked instruction
  * where the CPU has it (no load first, so the line is fetched once, for
  * writing). */
