@@ -270,6 +270,92 @@ static PyObject *dict_get(Cont *self, PyObject *args, PyObject *kw) {
   return o;
 }
 
+/* get_many(keys, default=None, copy=False): [d.get(k, default) for k in
+ * keys], with the keys' entries fetched together (posh_dict_get_many), in
+ * batches of GET_MANY_BATCH.  Each get is atomic on its own; the list is
+ * not a snapshot.  A value bigger than the batch buffer, or one whose
+ * heap blocks were released before it was decoded, is read again by
+ * itself (dict_lookup). */
+#define GET_MANY_BATCH 16
+static PyObject *dict_get_many(Cont *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"keys", "default", "copy", NULL};
+  PyObject *keys, *dflt = Py_None;
+  int copy = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Op", kwlist, &keys, &dflt,
+                                   &copy))
+    return NULL;
+  if (cont_check(self) < 0)
+    return NULL;
+  PyObject *seq = PySequence_Fast(keys, "get_many() keys must be iterable");
+  if (!seq)
+    return NULL;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  PyObject *out = PyList_New(n);
+  pyposh_buf_t *kb = PyMem_Malloc(GET_MANY_BATCH * sizeof *kb);
+  unsigned char *vb = PyMem_Malloc((size_t)GET_MANY_BATCH * STACK);
+  if (!out || !kb || !vb) {
+    if (out)
+      PyErr_NoMemory();
+    goto fail;
+  }
+  for (Py_ssize_t b = 0; b < n; b += GET_MANY_BATCH) {
+    Py_ssize_t m = n - b < GET_MANY_BATCH ? n - b : GET_MANY_BATCH, enc = 0;
+    posh_dict_get_req_t rq[GET_MANY_BATCH];
+    for (; enc < m; enc++) {
+      if (pyposh_encode(PySequence_Fast_GET_ITEM(seq, b + enc), 1, &kb[enc]) < 0)
+        break;
+      rq[enc].key = kb[enc].p;
+      rq[enc].klen = kb[enc].len;
+      rq[enc].buf = vb + (size_t)enc * STACK;
+      rq[enc].cap = STACK;
+    }
+    int r = enc == m ? posh_dict_get_many(self->obj, rq, (size_t)m) : 0;
+    if (r < 0)
+      pyposh_error(r);
+    for (Py_ssize_t i = 0; i < m && enc == m && r == 0; i++) {
+      PyObject *key = PySequence_Fast_GET_ITEM(seq, b + i), *o = NULL;
+      int stale = 0, missing = 0;
+      if (rq[i].result == 0)
+        o = pyposh_decode(rq[i].buf, rq[i].vlen, copy, 0, &stale);
+      else if (rq[i].result == POSH_ENOENT)
+        o = Py_NewRef(dflt);
+      else if (rq[i].result != POSH_EMSGSIZE)
+        r = rq[i].result;
+      if (!o && !stale && rq[i].result != POSH_EMSGSIZE) {
+        if (r < 0)
+          pyposh_error(r);
+        else
+          r = -1; /* decode error, exception set */
+        break;
+      }
+      if (!o) { /* too big for the batch buffer, or released meanwhile */
+        o = dict_lookup(self, key, copy, &missing);
+        if (missing)
+          o = Py_NewRef(dflt);
+        if (!o) {
+          r = -1;
+          break;
+        }
+      }
+      PyList_SET_ITEM(out, b + i, o);
+    }
+    for (Py_ssize_t i = 0; i < enc; i++)
+      pyposh_buf_free(&kb[i]);
+    if (enc < m || r != 0)
+      goto fail;
+  }
+  PyMem_Free(kb);
+  PyMem_Free(vb);
+  Py_DECREF(seq);
+  return out;
+fail:
+  PyMem_Free(kb);
+  PyMem_Free(vb);
+  Py_XDECREF(out);
+  Py_DECREF(seq);
+  return NULL;
+}
+
 /* Store k -> v (encoded), releasing the old value's heap blocks: exactly
  * the process whose compare-and-swap replaced the old value releases it. */
 static int dict_store(Cont *self, const pyposh_buf_t *k,
@@ -632,6 +718,11 @@ static PyMethodDef dict_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "get(key, default=None, copy=False): the value, or default; copy: "
      "private copies of big buffers instead of zero-copy heap views"},
+    {"get_many", (PyCFunction)(void (*)(void))dict_get_many,
+     METH_VARARGS | METH_KEYWORDS,
+     "get_many(keys, default=None, copy=False): [get(k, default) for k in "
+     "keys], the keys' entries fetched together (each get atomic, the list "
+     "not a snapshot)"},
     {"_pop", (PyCFunction)dict_pop_m, METH_O, NULL},
     {"popitem", (PyCFunction)dict_popitem, METH_NOARGS,
      "remove and return some (key, value) pair; KeyError if empty"},

@@ -133,6 +133,31 @@ class DictProtocolTest(unittest.TestCase):
         with self.assertRaises(TypeError):
             hash(d)
 
+    # get_many gives what get gives for each key: present and absent keys,
+    # canonical numeric keys, values bigger than its batch buffer, more
+    # keys than one batch, any iterable; bad keys raise as get does.
+    def test_get_many(self):
+        big = "y" * 5000
+        d = posh.dict({"a": 1, 2: "two", "big": big, (1, "t"): [1.5]})
+        for i in range(40):
+            d["k%d" % i] = i
+        keys = ["a", 2.0, True, "nope", "big", (1, "t")] + \
+            ["k%d" % i for i in range(40)] + ["k99"]
+        self.assertEqual(d.get_many(keys),
+                         [d.get(k) for k in keys])
+        self.assertEqual(d.get_many(keys, "dflt"),
+                         [d.get(k, "dflt") for k in keys])
+        self.assertEqual(d.get_many(iter(["big", "a"]), default=0),
+                         [big, 1])
+        self.assertEqual(d.get_many(k for k in ("k3", "zz")), [3, None])
+        self.assertEqual(d.get_many([]), [])
+        with self.assertRaises(TypeError):
+            d.get_many(["a", [1]])
+        with self.assertRaises(TypeError):
+            d.get_many(5)
+        with self.assertRaises(TypeError):
+            d.get_many()
+
 
 class DictSharingTest(unittest.TestCase):
     # Children under every start method write into the parent's dict.
@@ -198,6 +223,13 @@ class DictZeroCopyTest(unittest.TestCase):
         c = d.get("arr", copy=True)
         self.assertFalse(_posh.in_heap(c))
         self.assertTrue(np.array_equal(c, a))
+        m1, m2 = d.get_many(["arr", "arr"])
+        self.assertTrue(_posh.in_heap(m1) and np.shares_memory(m1, v1))
+        self.assertTrue(np.array_equal(m2, a))
+        (mc,) = d.get_many(["arr"], copy=True)
+        self.assertFalse(_posh.in_heap(mc))
+        self.assertTrue(np.array_equal(mc, a))
+        del m1, m2, mc
         base = posh.heap_info()["bytes_in_use"]
         d["arr"] = np.zeros(100_000)   # overwrite: views stay valid
         self.assertTrue(np.array_equal(v1, a))
