@@ -313,23 +313,24 @@ static PyObject *dict_get_many(Cont *self, PyObject *args, PyObject *kw) {
     if (r < 0)
       pyposh_error(r);
     for (Py_ssize_t i = 0; i < m && enc == m && r == 0; i++) {
-      PyObject *key = PySequence_Fast_GET_ITEM(seq, b + i), *o = NULL;
-      int stale = 0, missing = 0;
-      if (rq[i].result == 0)
-        o = pyposh_decode(rq[i].buf, rq[i].vlen, copy, 0, &stale);
-      else if (rq[i].result == POSH_ENOENT)
+      int res = rq[i].result, stale = 0, missing = 0;
+      PyObject *o = NULL;
+      if (res == POSH_ENOENT) {
         o = Py_NewRef(dflt);
-      else if (rq[i].result != POSH_EMSGSIZE)
-        r = rq[i].result;
-      if (!o && !stale && rq[i].result != POSH_EMSGSIZE) {
-        if (r < 0)
-          pyposh_error(r);
-        else
+      } else if (res == 0) {
+        o = pyposh_decode(rq[i].buf, rq[i].vlen, copy, 0, &stale);
+        if (!o && !stale) {
           r = -1; /* decode error, exception set */
+          break;
+        }
+      } else if (res != POSH_EMSGSIZE) {
+        pyposh_error(res);
+        r = -1;
         break;
       }
       if (!o) { /* too big for the batch buffer, or released meanwhile */
-        o = dict_lookup(self, key, copy, &missing);
+        o = dict_lookup(self, PySequence_Fast_GET_ITEM(seq, b + i), copy,
+                        &missing);
         if (missing)
           o = Py_NewRef(dflt);
         if (!o) {
