@@ -257,7 +257,7 @@ static struct fork_slot {
 static int nfork_slots;       /* holds_lock */
 
 static void fork_claim(posh_heap_t *heap) {
-  if (nfork_slots == FORK_MAX_HEAPS || heap->detached || heap->needs_register)
+  if (nfork_slots == FORK_MAX_HEAPS || heap->detached || !posh__heap_registered(heap))
     return;
   for (int i = 0; i < nfork_slots; i++)
     if (fork_slots[i].heap == heap)
@@ -295,7 +295,8 @@ static void holds_parent(void) {
 }
 
 static void holds_child(void) {
-  pthread_mutex_init(&holds_lock, NULL);
+  /* Locked by holds_prepare in the thread that forked, the child's one
+   * thread: it unlocks it at the end. */
   pid_t pid = posh__prim_getpid();
   uint64_t start = 0;
   if (nfork_slots && posh__prim_proc_start_time(pid, &start) != 0)
@@ -311,13 +312,14 @@ static void holds_child(void) {
     heap->proc_token = f->token;
     heap->proc_pid = pid;
     heap->proc_start = start;
-    heap->needs_register = 0;
+    posh_atomic32_store_release(&heap->xneeds_register, 0); /* after the fields */
     for (int b = 0; b < HOLD_BUCKETS; b++)
       for (posh__obj_hold_t *h = holds[b]; h; h = h->next)
         if (h->heap == heap && h->proc_token == f->parent_token)
           h->proc_token = f->token; /* its bit was set in prepare */
   }
   nfork_slots = 0;
+  pthread_mutex_unlock(&holds_lock);
 }
 
 static void holds_init(void) {
@@ -662,7 +664,7 @@ POSH_EXTERN int posh_obj_close(posh_obj_t *obj) {
     /* Only a reference this registration holds is ours to drop (a forked
      * child that never used the handle holds none: the parent's bit is the
      * parent's). */
-    if (hold->proc_token == heap->proc_token && !heap->needs_register &&
+    if (posh__heap_registered(heap) && hold->proc_token == heap->proc_token &&
         !heap->detached)
       r = release_holder(heap, hold->off, hold->id);
     free(hold);

@@ -127,7 +127,8 @@ static inline int posh__obj_ready(const posh_obj_t *o, uint32_t type) {
   if (posh_unlikely(o == NULL || o->type != type))
     return 0;
   const posh_heap_t *h = o->heap;
-  return !h->detached && o->proc_token == h->proc_token && !h->needs_register;
+  /* Registration first: it orders the proc_token load after it. */
+  return !h->detached && posh__heap_registered(h) && o->proc_token == h->proc_token;
 }
 
 static inline int posh__obj_get(posh_obj_t *o, uint32_t type, void **out) {
@@ -138,7 +139,7 @@ static inline int posh__obj_get(posh_obj_t *o, uint32_t type, void **out) {
   posh_heap_t *h = o->heap;
   if (posh_unlikely(h->detached))
     return POSH_EDETACHED;
-  if (posh_unlikely(o->proc_token != h->proc_token || h->needs_register)) {
+  if (posh_unlikely(!posh__heap_registered(h) || o->proc_token != h->proc_token)) {
     int r = posh__obj_refresh(o);
     if (r)
       return r;

@@ -382,7 +382,7 @@ static int name_is_ours(posh_heap_t *heap) {
 POSH_EXTERN int posh_heap_detach(posh_heap_t *heap) {
   if (!heap)
     return POSH_EINVAL;
-  int was_registered = !heap->detached && !heap->needs_register;
+  int was_registered = !heap->detached && posh__heap_registered(heap);
   pthread_mutex_lock(&handles_lock);
   for (posh_heap_t **pp = &handles; *pp; pp = &(*pp)->next)
     if (*pp == heap) {
@@ -477,7 +477,7 @@ posh__tld_t *posh__tld_get_slow(posh_heap_t *heap, int *err) {
       posh__tld_cache = t;
       return t;
     }
-  if (posh_unlikely(heap->needs_register)) {
+  if (posh_unlikely(!posh__heap_registered(heap))) {
     int r = posh__heap_ensure_registered(heap);
     if (r) {
       *err = r;
@@ -537,7 +537,10 @@ static void thread_exit(void *arg) {
  * process; the parent's thread state (its slots, its pages) stays the
  * parent's. */
 static void atfork_child(void) {
-  pthread_mutex_init(&handles_lock, NULL);
+  /* atfork_prepare locked it in the thread that forked: the child's one
+   * thread, so it may unlock it (re-initialising a locked mutex is
+   * undefined). */
+  pthread_mutex_unlock(&handles_lock);
   posh__tld_t *t = tld_list;
   while (t) {
     posh__tld_t *next = t->next;
@@ -549,19 +552,19 @@ static void atfork_child(void) {
   for (posh_heap_t *h = handles; h; h = h->next) {
     h->proc_pid = posh__prim_getpid();
     h->proc_start = 0; /* matches no slot until we register */
-    h->needs_register = 1;
+    posh_atomic32_store_relaxed(&h->xneeds_register, 1); /* one thread now */
   }
 }
 
 int posh__heap_ensure_registered(posh_heap_t *heap) {
   int r = 0;
   pthread_mutex_lock(&handles_lock);
-  if (heap->needs_register) {
+  if (!posh__heap_registered(heap)) {
     r = posh__prim_proc_start_time(heap->proc_pid, &heap->proc_start);
     if (r == 0)
       r = posh__registry_register_process(heap);
-    if (r == 0)
-      heap->needs_register = 0;
+    if (r == 0) /* release: publishes proc_slot, proc_token, proc_start */
+      posh_atomic32_store_release(&heap->xneeds_register, 0);
     else
       heap->proc_start = 0;
   }

@@ -337,9 +337,13 @@ struct posh_heap {
   uint64_t map_size;
   int fd;
   int detached;      /* set when a forked child could not register */
-  /* Set in a forked child: it registers on first use, so a child that
-   * only execs never takes a registry slot.  handles_lock (heap.c). */
-  int needs_register;
+  /* Nonzero in a forked child until it registers (on first use, so a
+   * child that only execs never takes a registry slot).  Synchronization:
+   * changed under handles_lock (heap.c) or in a fork handler; the
+   * release-store of 0 comes after proc_slot, proc_token, proc_pid and
+   * proc_start are set, and a thread that did not register acquire-loads
+   * it (posh__heap_registered) before reading them. */
+  posh_atomic32_t xneeds_register;
   uint32_t proc_slot;  /* this process's registry slot */
   uint32_t proc_token;
   pid_t proc_pid;      /* pid that registered proc_slot (fork check) */
@@ -349,6 +353,13 @@ struct posh_heap {
   uint32_t id;             /* process-unique handle id, for TLS caches */
   struct posh_heap *next;  /* process-wide list of handles (fork) */
 };
+
+/* The handle's registration is this process's: proc_slot and proc_token
+ * may be read.  Acquire: pairs with the release-store of 0 by the thread
+ * that registered, so its stores to them are visible. */
+static inline int posh__heap_registered(const posh_heap_t *h) {
+  return posh_atomic32_load_acquire(&h->xneeds_register) == 0;
+}
 
 /* Per-thread, per-heap state: the thread's registry slot (its token is the
  * owner of its pages and locks) and the allocator's current pages. */

@@ -194,7 +194,10 @@ static TU_UNUSED int dv_verify_all(posh_obj_t *d, uint32_t nkeys) {
   while ((r = posh_dict_iter_next(d, &it, ik, sizeof ik, &kl, vb, sizeof vb,
                                   &vl)) == 0) {
     unsigned k;
-    if (kl != 8 || sscanf(ik, "key-%4u", &k) != 1 || !dv_check(vb, vl, k))
+    if (kl != 8)
+      return __LINE__;
+    ik[kl] = '\0'; /* the key comes without a terminator */
+    if (sscanf(ik, "key-%4u", &k) != 1 || !dv_check(vb, vl, k))
       return __LINE__;
   }
   return r == POSH_ENOENT ? 0 : __LINE__;
