@@ -421,7 +421,11 @@ class Pool:
                 p.join()
                 seq = self._busy[slot]
                 self._workers[slot] = None
-                if seq > 0:
+                if seq > 0 and self._state == TERMINATE:
+                    # terminate() killed it: the task was terminated, not lost.
+                    self._fail_tasks([seq], PoolTerminatedError(
+                        "the pool was terminated"))
+                elif seq > 0:
                     self._fail_tasks([seq], WorkerLostError(
                         "worker process %d died (exit code %s) while running "
                         "this task" % (p.pid, p.exitcode)))
