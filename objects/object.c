@@ -313,6 +313,7 @@ static void holds_child(void) {
     heap->proc_pid = pid;
     heap->proc_start = start;
     posh_atomic32_store_release(&heap->xneeds_register, 0); /* after the fields */
+    posh__heap_update_ready(heap);
     for (int b = 0; b < HOLD_BUCKETS; b++)
       for (posh__obj_hold_t *h = holds[b]; h; h = h->next)
         if (h->heap == heap && h->proc_token == f->parent_token)

@@ -116,6 +116,7 @@ static int handle_register(posh_heap_t *heap) {
   r = posh__registry_register_process(heap);
   if (r)
     return r;
+  posh__heap_update_ready(heap);
   pthread_mutex_lock(&handles_lock);
   heap->id = next_heap_id++;
   heap->next = handles;
@@ -411,6 +412,7 @@ POSH_EXTERN int posh_heap_detach(posh_heap_t *heap) {
       posh__prim_shm_unlink(heap->name);
   }
   heap->detached = 1;
+  posh__heap_update_ready(heap);
   posh__prim_unmap(heap->view.base, heap->map_size);
   close(heap->fd);
   free(heap);
@@ -553,6 +555,7 @@ static void atfork_child(void) {
     h->proc_pid = posh__prim_getpid();
     h->proc_start = 0; /* matches no slot until we register */
     posh_atomic32_store_relaxed(&h->xneeds_register, 1); /* one thread now */
+    posh__heap_update_ready(h);
   }
 }
 
@@ -563,9 +566,10 @@ int posh__heap_ensure_registered(posh_heap_t *heap) {
     r = posh__prim_proc_start_time(heap->proc_pid, &heap->proc_start);
     if (r == 0)
       r = posh__registry_register_process(heap);
-    if (r == 0) /* release: publishes proc_slot, proc_token, proc_start */
+    if (r == 0) { /* release: publishes proc_slot, proc_token, proc_start */
       posh_atomic32_store_release(&heap->xneeds_register, 0);
-    else
+      posh__heap_update_ready(heap);
+    } else
       heap->proc_start = 0;
   }
   pthread_mutex_unlock(&handles_lock);

@@ -344,6 +344,12 @@ struct posh_heap {
    * proc_start are set, and a thread that did not register acquire-loads
    * it (posh__heap_registered) before reading them. */
   posh_atomic32_t xneeds_register;
+  /* proc_token while the handle is usable by this process without a
+   * check (registered, not detached), else 0 (no token is 0): the fast
+   * paths' one-compare handle test (posh__obj_ready).  Synchronization:
+   * stored by posh__heap_update_ready wherever xneeds_register, detached
+   * or proc_token change (release: after them), acquire-loaded. */
+  posh_atomic32_t xready_token;
   uint32_t proc_slot;  /* this process's registry slot */
   uint32_t proc_token;
   pid_t proc_pid;      /* pid that registered proc_slot (fork check) */
@@ -359,6 +365,22 @@ struct posh_heap {
  * that registered, so its stores to them are visible. */
 static inline int posh__heap_registered(const posh_heap_t *h) {
   return posh_atomic32_load_acquire(&h->xneeds_register) == 0;
+}
+
+/* Recompute xready_token after a change of registration, detachment or
+ * proc_token (by the thread that made it, which owns those fields then).
+ * Release: a thread that acquire-loads the token sees the fields too. */
+static inline void posh__heap_update_ready(posh_heap_t *h) {
+  uint32_t ready = !h->detached && posh_atomic32_load_relaxed(&h->xneeds_register) == 0
+                       ? h->proc_token
+                       : 0u;
+  posh_atomic32_store_release(&h->xready_token, ready);
+}
+
+/* The token of this process's usable registration, or 0 (see
+ * xready_token).  Acquire: pairs with posh__heap_update_ready. */
+static inline uint32_t posh__heap_ready_token(const posh_heap_t *h) {
+  return posh_atomic32_load_acquire(&h->xready_token);
 }
 
 /* Per-thread, per-heap state: the thread's registry slot (its token is the
