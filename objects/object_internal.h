@@ -137,6 +137,10 @@ static inline int posh__obj_ready(const posh_obj_t *o, uint32_t type) {
 }
 
 static inline int posh__obj_get(posh_obj_t *o, uint32_t type, void **out) {
+  if (posh_likely(posh__obj_ready(o, type))) { /* the common case, one compare */
+    *out = o->hdr;
+    return 0;
+  }
   if (posh_unlikely(o == NULL))
     return POSH_EINVAL;
   if (posh_unlikely(o->type != type))
