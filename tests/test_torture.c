@@ -8,6 +8,15 @@
  * workers, reaps them, runs the full consistency check and verifies every
  * published block: still allocated, contents intact (a block handed out
  * twice would have been overwritten).
+ *
+ * A block a worker holds between two steps (being filled after its
+ * allocation, or being verified before its free) is marked in its slot
+ * (SLOT_HELD), so after a kill the parent finds it and frees it, as an
+ * application's recovery would.  What is left in use after everything is
+ * freed is then only what the allocator itself can lose to a kill: the
+ * block whose allocation or free was cut short, plus the few instructions
+ * between posh_alloc's return and the slot's update.  The test bounds that
+ * and prints it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -32,11 +41,16 @@
 #define NSLOTS (WORKERS * SLOTS_PER_WORKER)
 #define BLOCK_MAGIC 0x706f7368626c6b21ull
 
+/* A slot's low bit (offsets are 16-byte aligned): a worker holds the slot
+ * (and the block in the rest of the word, if any); others leave it alone. */
+#define SLOT_HELD 1ull
+
 /* Shared control block, in the heap, bound as "torture.table". */
 struct torture_shared {
-  /* Published blocks (heap offsets, 0 = empty).  Synchronization: atomic
-   * exchange; the release in the publishing exchange pairs with the
-   * acquire of whoever takes the slot, so contents are visible. */
+  /* 0 empty; an offset: a published block; offset | SLOT_HELD (offset may
+   * be 0): held by a worker.  Synchronization: CAS to take or claim; the
+   * release of the publishing store pairs with the acquire of the CAS of
+   * whoever takes the block, so contents are visible. */
   posh_atomic_t xslot[NSLOTS];
   /* Set by a worker that found a corrupted block.  Atomic. */
   posh_atomic_t xfailures;
@@ -94,28 +108,55 @@ static void worker(posh_heap_t *heap, struct torture_shared *sh, int id,
     /* Mostly our own slots; sometimes another worker's (remote free). */
     int region = rng_next(&rng) % 8 == 0 ? (int)(rng_next(&rng) % WORKERS) : id;
     uint64_t i = (uint64_t)region * SLOTS_PER_WORKER + rng_next(&rng) % SLOTS_PER_WORKER;
-    uint64_t off = posh_atomic_exchange_full(&sh->xslot[i], 0);
-    if (off) {
-      void *p = posh_ptr(heap, (posh_off_t){off});
+    uint64_t v = posh_atomic_load_acquire(&sh->xslot[i]);
+    if (v & SLOT_HELD)
+      continue; /* another worker's, or a dead one's (the parent frees it) */
+    if (!posh_atomic_cas_bool_full(&sh->xslot[i], v, v | SLOT_HELD))
+      continue;
+    if (v) { /* a published block: verify, then free it */
+      void *p = posh_ptr(heap, (posh_off_t){v});
       if (!block_ok(p))
         posh_atomic_fetch_add_full(&sh->xfailures, 1);
+      /* Forget the block before freeing it: a kill in between loses this
+       * one block, where the other order could free it twice. */
+      posh_atomic_store_release(&sh->xslot[i], SLOT_HELD);
       if (posh_free(heap, p) != 0)
         posh_atomic_fetch_add_full(&sh->xfailures, 1);
+      posh_atomic_store_release(&sh->xslot[i], 0);
       continue;
     }
     size_t size = random_size(&rng);
     void *p = posh_alloc(heap, size);
-    if (!p)
-      continue; /* transient exhaustion is allowed: the parent reaps */
-    fill_block(p, size, rng_next(&rng));
-    uint64_t prev = posh_atomic_exchange_full(&sh->xslot[i], posh_off(heap, p).v);
-    if (prev) { /* someone published meanwhile: free theirs */
-      void *q = posh_ptr(heap, (posh_off_t){prev});
-      if (!block_ok(q) || posh_free(heap, q) != 0)
-        posh_atomic_fetch_add_full(&sh->xfailures, 1);
+    if (!p) { /* transient exhaustion is allowed: the parent reaps */
+      posh_atomic_store_release(&sh->xslot[i], 0);
+      continue;
     }
+    uint64_t off = posh_off(heap, p).v;
+    posh_atomic_store_release(&sh->xslot[i], off | SLOT_HELD);
+    fill_block(p, size, rng_next(&rng));
+    posh_atomic_store_release(&sh->xslot[i], off); /* published */
     posh_atomic_fetch_add_full(&sh->xops, 1);
   }
+}
+
+/* With every worker dead: free the blocks the killed workers held and
+ * release their slots.  Returns the blocks freed. */
+static unsigned recover_held(posh_heap_t *heap, struct torture_shared *sh) {
+  unsigned n = 0;
+  for (int i = 0; i < NSLOTS; i++) {
+    uint64_t v = posh_atomic_load_acquire(&sh->xslot[i]);
+    if (!(v & SLOT_HELD))
+      continue;
+    uint64_t off = v & ~SLOT_HELD;
+    if (off) {
+      void *p = posh_ptr(heap, (posh_off_t){off});
+      assert_int_equal(posh_block_state(heap, p), POSH_BLOCK_ALLOCATED);
+      assert_int_equal(posh_free(heap, p), 0);
+      n++;
+    }
+    posh_atomic_store_release(&sh->xslot[i], 0);
+  }
+  return n;
 }
 
 static pid_t spawn(posh_heap_t *heap, struct torture_shared *sh, int id,
@@ -134,12 +175,16 @@ static void kill_and_wait(pid_t pid) {
   waitpid(pid, NULL, 0);
 }
 
-/* With every worker stopped: reap, check, verify every published block. */
+static unsigned held_recovered; /* blocks recover_held freed, in all */
+
+/* With every worker stopped: reap, free what the dead held, check, verify
+ * every published block. */
 static void verify_quiescent(posh_heap_t *heap, struct torture_shared *sh,
                              unsigned *published_out) {
   char report[4096];
   unsigned reaped = 0;
   assert_int_equal(posh_heap_reap(heap, &reaped), 0);
+  held_recovered += recover_held(heap, sh);
   int r = posh_heap_check(heap, report, sizeof report);
   if (r != 0)
     fprintf(stderr, "posh_heap_check: %s\n%s", posh_err_name(r), report);
@@ -237,17 +282,32 @@ static void test_kill9_torture(void **state) {
     if (off)
       assert_int_equal(posh_free(heap, posh_ptr(heap, (posh_off_t){off})), 0);
   }
+  assert_int_equal(posh_name_unbind(heap, "torture.table", table), 0);
+  uint64_t ops = posh_atomic_load_relaxed(&sh->xops);
+  assert_int_equal(posh_free_off(heap, table), 0);
   char report[4096];
   assert_int_equal(posh_heap_check(heap, report, sizeof report), 0);
+  /* Everything the test knows of is freed: what is still in use was lost
+   * to a kill inside the allocator's own window (see the file comment). */
   posh_heap_stats_t st;
   assert_int_equal(posh_heap_stats(heap, &st), 0);
+  uint64_t lost_small = 0;
+  for (uint32_t c = 0; c < st.size_classes; c++)
+    lost_small += st.classes[c].blocks_in_use;
   fprintf(stderr,
           "torture: %d kills, %llu worker ops, %u blocks published at the end, "
-          "%llu bytes still in use after freeing everything (blocks in flight "
-          "when their process was killed)\n",
-          kills, (unsigned long long)posh_atomic_load_relaxed(&sh->xops),
-          published, (unsigned long long)st.bytes_in_use);
-  assert_int_equal(posh_name_unbind(heap, "torture.table", table), 0);
+          "%u held blocks recovered after kills; lost to kills: %llu small "
+          "blocks, %llu large-run pages, %llu bytes\n",
+          kills, (unsigned long long)ops, published, held_recovered,
+          (unsigned long long)lost_small, (unsigned long long)st.pages_large,
+          (unsigned long long)st.bytes_in_use);
+  /* Measured: about 1 small block and 1 page of large runs per 100 kills
+   * (the windows are a few instructions of each operation, a page run's
+   * free a little longer).  The bounds are ten times that: a kill that
+   * lost a block it should not have (an unrecovered page, a held block
+   * the recovery missed) costs far more than the window does. */
+  assert_true(lost_small <= (uint64_t)kills / 10);
+  assert_true(st.pages_large <= (uint64_t)kills / 10);
   assert_int_equal(posh_heap_detach(heap), 0);
 }
 
