@@ -819,19 +819,20 @@ get_fast(const posh_heap_t *h, posh__dict_shared_t *d, uint64_t hash,
   uint64_t mask = *(const volatile uint64_t *)&t->cap - 1;
   if (posh_unlikely(mask > ((hcap - toff) / DICT_ENTRY_SIZE) - 2))
     return GET_SLOW;
-  /* The largest value we can take: it fits the buffer and the entry. */
-  size_t vmax = DICT_DATA - klen < cap ? DICT_DATA - klen : cap;
-  uint64_t i = hash & mask;
-  for (unsigned n = 0; n < 32; n++, i = (i + 1) & mask) {
-    const dict_entry_t *e = &t->e[i];
+  /* At most 32 slots from home; the probe position counts from the hash,
+   * which stays live anyway, so the loop needs no counter of its own
+   * (each live register here is one fewer spill). */
+  for (uint64_t j = hash; j - hash < 32; j++) {
+    const dict_entry_t *e = &t->e[j & mask];
     /* Acquire: pairs with the writer's release-store of the even value. */
     uint32_t s1 = posh_atomic32_load_acquire(&e->xseq);
     const volatile dict_entry_t *ve = e;
     uint8_t st = ve->state;
     if (posh_likely(st == E_LIVE && ve->hash == hash)) {
       uint32_t kl = ve->klen, vl = ve->vlen;
+      /* The value fits the buffer and lies in the entry. */
       if (posh_unlikely(((s1 & 1u) | ve->flags | (kl ^ (uint32_t)klen)) != 0 ||
-                        vl > vmax))
+                        vl > cap || vl > DICT_DATA - klen))
         return GET_SLOW;
       int match = key_eq_short(e->data, key, klen);
       if (match)
