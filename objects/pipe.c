@@ -130,7 +130,15 @@ typedef struct pipe_local {
   pipe_core_t *core;
   uint32_t side;
   uint32_t can_recv;
+  struct pipe_local *wnext; /* watchers_lock: list of running watchers */
 } pipe_local_t;
+
+/* Every handle of this process whose watcher runs, so that detaching a heap
+ * stops the watchers of handles left open on it (posh__pipe_heap_detaching)
+ * before the heap is unmapped.  Emptied in a forked child, which has no
+ * watcher threads. */
+static pthread_mutex_t watchers_lock = PTHREAD_MUTEX_INITIALIZER;
+static pipe_local_t *watchers; /* watchers_lock */
 
 /* ------------------------------------------------------------------------
  * Helpers.
@@ -145,8 +153,13 @@ static pthread_mutex_t refork_lock = PTHREAD_MUTEX_INITIALIZER;
 static void pid_forget(void) {
   cached_pid = 0;
   pthread_mutex_init(&refork_lock, NULL);
+  watchers = NULL; /* the parent's threads do not exist here */
+  pthread_mutex_unlock(&watchers_lock); /* locked in fork_prepare */
 }
-static void pid_init(void) { pthread_atfork(NULL, NULL, pid_forget); }
+/* Taken across fork so the child's copy of the list is whole. */
+static void fork_prepare(void) { pthread_mutex_lock(&watchers_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&watchers_lock); }
+static void pid_init(void) { pthread_atfork(fork_prepare, fork_parent, pid_forget); }
 static pid_t self_pid(void) {
   pthread_once(&pid_once, pid_init);
   if (posh_unlikely(cached_pid == 0))
@@ -313,6 +326,56 @@ static int end_local_open(posh_obj_t *h) {
   return 0;
 }
 
+/* Take l off the list; 0 if it was not on it (a detach stopped it). */
+static int watchers_remove(pipe_local_t *l) {
+  int found = 0;
+  pthread_mutex_lock(&watchers_lock);
+  for (pipe_local_t **pp = &watchers; *pp; pp = &(*pp)->wnext)
+    if (*pp == l) {
+      *pp = l->wnext;
+      found = 1;
+      break;
+    }
+  pthread_mutex_unlock(&watchers_lock);
+  return found;
+}
+
+/* Stop l's watcher and wait for it. */
+static void watcher_stop(pipe_local_t *l) {
+  /* Full barrier: pairs with the watcher's acquire-load of xstop; the
+   * wakes below come after it. */
+  posh_atomic32_exchange_full(&l->xstop, 1);
+  pipe_chan_t *ch = recv_chan(l->core, l->side);
+  /* Wake the watcher wherever it sleeps (others re-check and sleep). */
+  posh__futex_wake(&ch->xdata_seq, INT_MAX);
+  posh__futex_wake(&ch->xspace_seq, INT_MAX);
+  pthread_join(l->th, NULL);
+  pthread_mutex_lock(&l->mu);
+  l->running = 0;
+  pthread_mutex_unlock(&l->mu);
+}
+
+void posh__pipe_heap_detaching(posh_heap_t *heap) {
+  pipe_local_t *mine = NULL;
+  pthread_mutex_lock(&watchers_lock);
+  for (pipe_local_t **pp = &watchers; *pp;) {
+    pipe_local_t *l = *pp;
+    if (l->heap == heap) {
+      *pp = l->wnext;
+      l->wnext = mine;
+      mine = l;
+    } else {
+      pp = &l->wnext;
+    }
+  }
+  pthread_mutex_unlock(&watchers_lock);
+  while (mine) {
+    pipe_local_t *next = mine->wnext;
+    watcher_stop(mine);
+    mine = next;
+  }
+}
+
 static void end_local_close(posh_obj_t *h) {
   pipe_local_t *l = h->local;
   if (!l)
@@ -326,16 +389,8 @@ static void end_local_close(posh_obj_t *h) {
     free(l);
     return;
   }
-  if (l->running) {
-    /* Full barrier: pairs with the watcher's acquire-load of xstop; the
-     * wakes below come after it. */
-    posh_atomic32_exchange_full(&l->xstop, 1);
-    pipe_chan_t *ch = recv_chan(l->core, l->side);
-    /* Wake the watcher wherever it sleeps (others re-check and sleep). */
-    posh__futex_wake(&ch->xdata_seq, INT_MAX);
-    posh__futex_wake(&ch->xspace_seq, INT_MAX);
-    pthread_join(l->th, NULL);
-  }
+  if (l->running && watchers_remove(l))
+    watcher_stop(l);
   if (l->efd >= 0)
     close(l->efd);
   pthread_mutex_destroy(&l->mu);
@@ -447,6 +502,10 @@ POSH_EXTERN int posh_pipe_fileno(posh_obj_t *end, int *fd_out) {
         goto out;
       }
       l->running = 1;
+      pthread_mutex_lock(&watchers_lock);
+      l->wnext = watchers;
+      watchers = l;
+      pthread_mutex_unlock(&watchers_lock);
     }
   }
   *fd_out = l->efd;

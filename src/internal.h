@@ -483,6 +483,9 @@ int posh__objects_check(posh_heap_t *heap, char *report, size_t len,
                         size_t *used);
 /* Forget this process's hold records of a heap being detached. */
 void posh__objects_forget_heap(posh_heap_t *heap);
+/* objects/pipe.c: stop (and join) the fd watcher threads of this process's
+ * pipe handles on a heap being detached, before it is unmapped. */
+void posh__pipe_heap_detaching(posh_heap_t *heap);
 
 /* ---- directory.c */
 int posh__directory_init(posh_heap_t *heap);

@@ -808,6 +808,41 @@ static void test_concurrent_senders(void **state) {
   posh_pipe_close(b);
 }
 
+/* A heap detached while pipe handles with running watchers (fileno) are
+ * still open: detach stops the watchers first, so none of them touches the
+ * unmapped heap afterwards (each would wake within the 50 ms backstop). */
+static void test_detach_stops_watchers(void **state) {
+  (void)state;
+  posh_heap_options_t o = {.capacity = 16ull << 20};
+  posh_heap_t *h;
+  assert_int_equal(posh_heap_create(NULL, &o, &h), 0);
+  posh_obj_t *a, *b, *c, *d;
+  assert_int_equal(posh_pipe_create(h, 1, &a, &b), 0);
+  assert_int_equal(posh_pipe_create(h, 0, &c, &d), 0);
+  int fa, fb, fc;
+  assert_int_equal(posh_pipe_fileno(a, &fa), 0);
+  assert_int_equal(posh_pipe_fileno(b, &fb), 0);
+  assert_int_equal(posh_pipe_fileno(c, &fc), 0); /* the receiving end */
+  assert_int_equal(posh_pipe_send(b, "x", 1, 0), 0);
+  assert_int_equal(posh_heap_detach(h), 0); /* handles left open */
+  /* Several backstop periods: a watcher still running would read the
+   * unmapped heap and crash the test. */
+  struct timespec ts = {0, 250 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  /* Watchers on another heap still work. */
+  posh_obj_t *e, *f;
+  assert_int_equal(posh_pipe_create(heap, 1, &e, &f), 0);
+  int fe;
+  assert_int_equal(posh_pipe_fileno(e, &fe), 0);
+  assert_int_equal(posh_pipe_send(f, "y", 1, 0), 0);
+  struct pollfd p = {.fd = fe, .events = POLLIN};
+  assert_int_equal(poll(&p, 1, 5000), 1);
+  posh_pipe_close(e);
+  posh_pipe_close(f);
+  /* The detached heap's handles are the caller's leak (posh_heap_detach):
+   * they may no longer be used, not even closed. */
+}
+
 int main(int argc, char **argv) {
   tu_init(argc, argv);
   const struct CMUnitTest tests[] = {
@@ -817,6 +852,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_poll_timeouts),
       cmocka_unit_test(test_fileno),
       cmocka_unit_test(test_fileno_fork),
+      cmocka_unit_test(test_detach_stops_watchers),
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_fork_and_exec),
       cmocka_unit_test(test_peer_killed_eof),
