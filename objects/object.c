@@ -327,6 +327,10 @@ static void holds_init(void) {
   pthread_atfork(holds_prepare, holds_parent, holds_child);
 }
 
+void posh__objects_heap_detaching(posh_heap_t *heap) {
+  posh__pipe_heap_detaching(heap);
+}
+
 void posh__objects_forget_heap(posh_heap_t *heap) {
   pthread_once(&holds_once, holds_init);
   pthread_mutex_lock(&holds_lock);

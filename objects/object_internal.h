@@ -111,6 +111,10 @@ void posh__obj_discard(posh_heap_t *heap, void *obj);
 int posh__obj_publish(posh_heap_t *heap, void *obj, const char *name,
                       posh_obj_t **out);
 
+/* objects/pipe.c: stop and join the fd watcher threads of this process's
+ * pipe handles on heap (posh__objects_heap_detaching). */
+void posh__pipe_heap_detaching(posh_heap_t *heap);
+
 /* Slow part of posh__obj_get: in a forked child, register and take the
  * child's own reference. */
 int posh__obj_refresh(posh_obj_t *o);

@@ -383,9 +383,9 @@ static int name_is_ours(posh_heap_t *heap) {
 POSH_EXTERN int posh_heap_detach(posh_heap_t *heap) {
   if (!heap)
     return POSH_EINVAL;
-  /* First: a watcher thread of a pipe handle left open would go on using
+  /* First: a pipe handle's watcher thread left running would go on using
    * the heap (it reaps, it reads the ring) after it is unmapped. */
-  posh__pipe_heap_detaching(heap);
+  posh__objects_heap_detaching(heap);
   int was_registered = !heap->detached && posh__heap_registered(heap);
   pthread_mutex_lock(&handles_lock);
   for (posh_heap_t **pp = &handles; *pp; pp = &(*pp)->next)
@@ -415,7 +415,6 @@ POSH_EXTERN int posh_heap_detach(posh_heap_t *heap) {
       posh__prim_shm_unlink(heap->name);
   }
   heap->detached = 1;
-  posh__heap_update_ready(heap);
   posh__prim_unmap(heap->view.base, heap->map_size);
   close(heap->fd);
   free(heap);

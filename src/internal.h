@@ -347,8 +347,9 @@ struct posh_heap {
   /* proc_token while the handle is usable by this process without a
    * check (registered, not detached), else 0 (no token is 0): the fast
    * paths' one-compare handle test (posh__obj_ready).  Synchronization:
-   * stored by posh__heap_update_ready wherever xneeds_register, detached
-   * or proc_token change (release: after them), acquire-loaded. */
+   * stored by posh__heap_update_ready wherever xneeds_register or
+   * proc_token change (release: after them), acquire-loaded.  (Detach
+   * frees the handle, so its setting of `detached` needs no update.) */
   posh_atomic32_t xready_token;
   uint32_t proc_slot;  /* this process's registry slot */
   uint32_t proc_token;
@@ -483,9 +484,10 @@ int posh__objects_check(posh_heap_t *heap, char *report, size_t len,
                         size_t *used);
 /* Forget this process's hold records of a heap being detached. */
 void posh__objects_forget_heap(posh_heap_t *heap);
-/* objects/pipe.c: stop (and join) the fd watcher threads of this process's
- * pipe handles on a heap being detached, before it is unmapped. */
-void posh__pipe_heap_detaching(posh_heap_t *heap);
+/* First step of detaching a heap: stop what this process runs on its own
+ * for handles left open on it (the pipes' fd watcher threads), which would
+ * go on using the heap after it is unmapped. */
+void posh__objects_heap_detaching(posh_heap_t *heap);
 
 /* ---- directory.c */
 int posh__directory_init(posh_heap_t *heap);
