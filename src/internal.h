@@ -336,7 +336,7 @@ struct posh_heap {
   uint64_t npages;
   uint64_t map_size;
   int fd;
-  int detached;      /* set when a forked child could not register */
+  int detached;      /* set by posh_heap_detach just before it frees the handle */
   /* Nonzero in a forked child until it registers (on first use, so a
    * child that only execs never takes a registry slot).  Synchronization:
    * changed under handles_lock (heap.c) or in a fork handler; the
