@@ -65,14 +65,43 @@ static uint32_t holder_words(posh_heap_t *heap) {
   return (heap->hdr->max_slots + 63) / 64;
 }
 
-static uint64_t *holders_of(posh_heap_t *heap, posh__obj_hdr_t *o) {
-  return (uint64_t *)posh__at(heap, o->holders_off);
+/* The object list and every object's holder bitmap live in the heap, where
+ * a faulty process may have scribbled: code that reaches them through the
+ * list or through an offset checks the offset first (plausible,
+ * holders_of) and a walk of the list stops after walk_limit steps (a
+ * cycle), so a damaged heap gives POSH_ECORRUPT (and posh_heap_check's
+ * report), never a fault or a hang in another process. */
+
+/* Is off a plausible object address: inside the data area, 64-aligned. */
+static int plausible(posh_heap_t *heap, uint64_t off) {
+  return off >= heap->hdr->data_off && (off & 63) == 0 &&
+         off <= heap->view.capacity - sizeof(posh__obj_hdr_t);
 }
 
+/* More steps than objects can fit in the heap: the list has a cycle. */
+static uint64_t walk_limit(posh_heap_t *heap) {
+  return heap->view.capacity / sizeof(posh__obj_hdr_t);
+}
+
+/* The object's holder bitmap, or NULL when its offset is not inside the
+ * data area (a damaged object). */
+static uint64_t *holders_of(posh_heap_t *heap, posh__obj_hdr_t *o) {
+  uint64_t off = o->holders_off, bytes = (uint64_t)holder_words(heap) * 8;
+  if (posh_unlikely(off < heap->hdr->data_off || (off & 7) != 0 ||
+                    off > heap->view.capacity ||
+                    bytes > heap->view.capacity - off))
+    return NULL;
+  return (uint64_t *)posh__at(heap, off);
+}
+
+/* No name, inner reference or holder keeps o.  A damaged bitmap counts as
+ * a reference: nothing is freed on the strength of garbage. */
 static int no_refs(posh_heap_t *heap, posh__obj_hdr_t *o) {
   if (o->names || o->inner)
     return 0;
   uint64_t *bits = holders_of(heap, o);
+  if (!bits)
+    return 0;
   for (uint32_t i = 0, n = holder_words(heap); i < n; i++)
     if (bits[i])
       return 0;
@@ -96,11 +125,12 @@ static int count_names(const char *name, posh_off_t off, uint32_t tag,
  * idempotent given the object's own links, which neither changes. */
 static void redo_link(posh_heap_t *heap, uint64_t off) {
   posh__hdr_t *h = heap->hdr;
+  if (!plausible(heap, off))
+    return; /* a damaged record: posh_heap_check reports the list */
   posh__obj_hdr_t *o = posh__at(heap, off);
   if (h->obj_head != off) {
-    posh__obj_hdr_t *next = posh__at(heap, o->next);
-    if (next)
-      next->prev = off;
+    if (plausible(heap, o->next))
+      ((posh__obj_hdr_t *)posh__at(heap, o->next))->prev = off;
     posh_compiler_barrier();
     h->obj_head = off;
   }
@@ -109,9 +139,13 @@ static void redo_link(posh_heap_t *heap, uint64_t off) {
 
 static void redo_unlink(posh_heap_t *heap, uint64_t off) {
   posh__hdr_t *h = heap->hdr;
+  if (!plausible(heap, off))
+    return; /* a damaged record: posh_heap_check reports the list */
   posh__obj_hdr_t *o = posh__at(heap, off);
-  posh__obj_hdr_t *prev = posh__at(heap, o->prev);
-  posh__obj_hdr_t *next = posh__at(heap, o->next);
+  posh__obj_hdr_t *prev =
+      plausible(heap, o->prev) ? posh__at(heap, o->prev) : NULL;
+  posh__obj_hdr_t *next =
+      plausible(heap, o->next) ? posh__at(heap, o->next) : NULL;
   posh_atomic32_store_relaxed(&o->xmagic, 0);
   posh_compiler_barrier();
   if (prev) {
@@ -137,7 +171,8 @@ static void repair_locked(posh_heap_t *heap) {
   case POSH__OBJ_LOG_NAMES: {
     struct count_arg c = {off, 0};
     posh_name_foreach(heap, count_names, &c);
-    ((posh__obj_hdr_t *)posh__at(heap, off))->names = c.n;
+    if (plausible(heap, off))
+      ((posh__obj_hdr_t *)posh__at(heap, off))->names = c.n;
     break;
   }
   default:
@@ -145,11 +180,11 @@ static void repair_locked(posh_heap_t *heap) {
   }
   h->obj_log_op = POSH__OBJ_LOG_NONE;
   /* Recount the list: the count is not covered by the records. */
-  uint32_t n = 0;
-  for (uint64_t o = h->obj_head; o && n <= UINT32_MAX - 1;
+  uint64_t n = 0, limit = walk_limit(heap);
+  for (uint64_t o = h->obj_head; o && plausible(heap, o) && n < limit;
        o = ((posh__obj_hdr_t *)posh__at(heap, o))->next)
     n++;
-  h->obj_count = n;
+  h->obj_count = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
 }
 
 static int obj_lock(posh_heap_t *heap, uint32_t *token_out) {
@@ -202,12 +237,6 @@ static void destroy(posh_heap_t *heap, posh__obj_hdr_t *o) {
     ops->finalize(heap, o);
   posh_free(heap, posh__at(heap, o->holders_off));
   posh_free(heap, o);
-}
-
-/* Is off a plausible object address: inside the data area, 64-aligned. */
-static int plausible(posh_heap_t *heap, uint64_t off) {
-  return off >= heap->hdr->data_off && (off & 63) == 0 &&
-         off <= heap->view.capacity - sizeof(posh__obj_hdr_t);
 }
 
 /* ------------------------------------------------------------------------
@@ -272,9 +301,10 @@ static void fork_claim(posh_heap_t *heap) {
       if (h->heap != heap || h->proc_token != heap->proc_token)
         continue; /* only references this process really holds */
       posh__obj_hdr_t *o = posh__at(heap, h->off);
+      uint64_t *bits;
       if (posh_atomic32_load_relaxed(&o->xmagic) == POSH__OBJ_MAGIC &&
-          o->id == h->id)
-        holders_of(heap, o)[slot / 64] |= 1ull << (slot % 64);
+          o->id == h->id && (bits = holders_of(heap, o)) != NULL)
+        bits[slot / 64] |= 1ull << (slot % 64);
     }
   obj_unlock(heap, tok);
   fork_slots[nfork_slots++] =
@@ -383,9 +413,11 @@ static int release_holder(posh_heap_t *heap, uint64_t off, uint64_t id) {
     return r;
   posh__obj_hdr_t *o = posh__at(heap, off);
   int gone = 0;
-  if (posh_atomic32_load_relaxed(&o->xmagic) == POSH__OBJ_MAGIC && o->id == id) {
+  uint64_t *bits;
+  if (posh_atomic32_load_relaxed(&o->xmagic) == POSH__OBJ_MAGIC && o->id == id &&
+      (bits = holders_of(heap, o)) != NULL) {
     uint32_t s = heap->proc_slot;
-    holders_of(heap, o)[s / 64] &= ~(1ull << (s % 64));
+    bits[s / 64] &= ~(1ull << (s % 64));
     if (no_refs(heap, o)) {
       unlink_locked(heap, o);
       gone = 1;
@@ -408,8 +440,11 @@ static int hold_locked(posh_heap_t *heap, uint64_t off, uint64_t id,
     return POSH_ESTALE;
   if (type && o->type != type)
     return POSH_ETYPE;
+  uint64_t *bits = holders_of(heap, o);
+  if (!bits)
+    return POSH_ECORRUPT;
   uint32_t s = heap->proc_slot;
-  holders_of(heap, o)[s / 64] |= 1ull << (s % 64);
+  bits[s / 64] |= 1ull << (s % 64);
   return 0;
 }
 
@@ -773,6 +808,10 @@ POSH_EXTERN int posh_obj_refs(posh_obj_t *obj, uint32_t *processes,
     return r;
   uint32_t n = 0;
   uint64_t *bits = holders_of(obj->heap, obj->hdr);
+  if (!bits) {
+    obj_unlock(obj->heap, tok);
+    return POSH_ECORRUPT;
+  }
   for (uint32_t i = 0, w = holder_words(obj->heap); i < w; i++)
     n += (uint32_t)__builtin_popcountll(bits[i]);
   if (processes)
@@ -813,10 +852,19 @@ POSH_EXTERN int posh_obj_foreach(posh_heap_t *heap, posh_obj_visit_fn visit,
   int r = obj_lock(heap, &tok);
   if (r)
     return r;
+  uint64_t steps = 0, limit = walk_limit(heap);
   for (uint64_t off = heap->hdr->obj_head; off && r == 0;) {
+    if (!plausible(heap, off) || ++steps > limit) {
+      r = POSH_ECORRUPT;
+      break;
+    }
     posh__obj_hdr_t *o = posh__at(heap, off);
     posh_obj_info_t info = {{off, o->id, o->type, 0}, o->size, 0, o->names};
     uint64_t *bits = holders_of(heap, o);
+    if (!bits) {
+      r = POSH_ECORRUPT;
+      break;
+    }
     for (uint32_t i = 0, w = holder_words(heap); i < w; i++)
       info.processes += (uint32_t)__builtin_popcountll(bits[i]);
     r = visit(&info, arg);
@@ -843,11 +891,21 @@ int posh__objects_drop_slot(posh_heap_t *heap, uint32_t slot) {
     /* Unlink every object left without references; free them after
      * unlocking, up to a batch at a time. */
     posh__obj_hdr_t *dead[64];
-    int ndead = 0, more = 0;
+    int ndead = 0, more = 0, bad = 0;
+    uint64_t steps = 0, limit = walk_limit(heap);
     for (uint64_t off = h->obj_head; off;) {
+      if (!plausible(heap, off) || ++steps > limit) {
+        bad = 1; /* the rest of the list is unreachable */
+        break;
+      }
       posh__obj_hdr_t *o = posh__at(heap, off);
       off = o->next;
-      uint64_t *w = &holders_of(heap, o)[slot / 64];
+      uint64_t *bits = holders_of(heap, o);
+      if (!bits) {
+        bad = 1; /* keep the object: its references are unknown */
+        continue;
+      }
+      uint64_t *w = &bits[slot / 64];
       if (!(*w & (1ull << (slot % 64))))
         continue;
       *w &= ~(1ull << (slot % 64));
@@ -865,7 +923,7 @@ int posh__objects_drop_slot(posh_heap_t *heap, uint32_t slot) {
     for (int i = 0; i < ndead; i++)
       destroy(heap, dead[i]);
     if (!more)
-      return 0;
+      return bad ? POSH_ECORRUPT : 0;
   }
 }
 

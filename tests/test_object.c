@@ -466,6 +466,72 @@ static void test_killed_creator_many(void **state) {
   assert_int_equal(tu_bytes_in_use(f->h), f->base_bytes);
 }
 
+static int die_child(void *p) {
+  (void)p;
+  raise(SIGKILL);
+  return 1;
+}
+
+/* A damaged object list, as a faulty process's stray writes leave it (a
+ * holder bitmap outside the heap, a cycle, a misaligned link), makes the
+ * walks report POSH_ECORRUPT instead of faulting or spinning, the check
+ * says so, and a dead process's slot stays DEAD (its references cannot be
+ * dropped for sure) until the list is whole again. */
+static void test_damaged_list(void **state) {
+  struct tu_heap_fx *f = *state;
+  posh_obj_t *a = make_buffer(f->h, NULL, 64, 1);
+  posh_obj_t *b = make_buffer(f->h, NULL, 64, 2);
+  posh_obj_t *c = make_buffer(f->h, NULL, 64, 3);
+  posh__obj_hdr_t *oa = a->hdr, *ob = b->hdr, *oc = c->hdr;
+  struct counter n = {0};
+  char report[512];
+  uint32_t procs;
+
+  uint64_t holders = ob->holders_off;
+  ob->holders_off = 8; /* inside the header: not a bitmap */
+  assert_int_equal(posh_obj_foreach(f->h, count_visit, &n), POSH_ECORRUPT);
+  assert_int_equal(posh_obj_refs(b, &procs, NULL), POSH_ECORRUPT);
+  assert_int_equal(posh_heap_check(f->h, report, sizeof report), POSH_ECORRUPT);
+  posh_obj_ref_t ref;
+  posh_obj_ref(b, &ref);
+  posh_obj_t *again = NULL;
+  /* A forked child holds a, b and c from the fork on; it dies at once. */
+  pid_t pid = tu_fork(die_child, NULL);
+  assert_int_equal(tu_wait(pid, 10000), TU_SIGNALED(SIGKILL));
+  unsigned reaped = 99;
+  assert_int_equal(posh_heap_reap(f->h, &reaped), 0);
+  assert_int_equal(reaped, 0); /* b's holders unknown: the slot waits */
+  ob->holders_off = holders;
+  assert_int_equal(posh_heap_reap(f->h, &reaped), 0);
+  assert_int_equal(reaped, 1);
+  assert_refs(b, 1, 0);
+  assert_int_equal(posh_obj_open_ref(f->h, &ref, &again), 0);
+  posh_obj_close(again);
+
+  uint64_t next = oa->next;
+  oa->next = posh__off_of(f->h, oc); /* a -> c -> b -> a ... */
+  n.n = 0;
+  assert_int_equal(posh_obj_foreach(f->h, count_visit, &n), POSH_ECORRUPT);
+  assert_int_equal(posh_heap_check(f->h, report, sizeof report), POSH_ECORRUPT);
+  oa->next = next;
+
+  next = oc->next;
+  oc->next = posh__off_of(f->h, ob) + 8; /* misaligned */
+  n.n = 0;
+  assert_int_equal(posh_obj_foreach(f->h, count_visit, &n), POSH_ECORRUPT);
+  assert_int_equal(posh_heap_check(f->h, report, sizeof report), POSH_ECORRUPT);
+  oc->next = next;
+
+  n.n = 0;
+  assert_int_equal(posh_obj_foreach(f->h, count_visit, &n), 0);
+  assert_int_equal(n.n, 3);
+  posh_obj_close(a);
+  posh_obj_close(b);
+  posh_obj_close(c);
+  assert_int_equal(tu_check(f->h), 0);
+  assert_int_equal(tu_bytes_in_use(f->h), f->base_bytes);
+}
+
 struct lock_arg {
   posh_heap_t *h;
   uint64_t off;
@@ -649,6 +715,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_obj_lock_repair, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threads_open_close, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sync_owner, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_damaged_list, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, tu_group_teardown);
 }
