@@ -431,6 +431,27 @@ static void dict_unlock(posh__dict_shared_t *d, uint32_t tok) {
   posh__sync_release_fast(&d->lock, tok);
 }
 
+static inline dict_table_t *table_at(const posh_heap_t *h, uint64_t off,
+                                     uint64_t *cap_out);
+
+/* dict_lock for the writers, which then use the current table as it is:
+ * also checks that the table lies inside the heap (a stray write into the
+ * dict's header by a faulty process must give POSH_ECORRUPT, not a write
+ * outside the heap; readers check it on every look-up). */
+static int dict_lock_table(posh_obj_t *o, posh__dict_shared_t *d,
+                           uint32_t *tok_out) {
+  int r = dict_lock(o, d, tok_out);
+  if (r)
+    return r;
+  uint64_t cap;
+  if (posh_unlikely(!table_at(o->heap, posh_atomic_load_relaxed(&d->xtable),
+                              &cap))) {
+    dict_unlock(d, *tok_out);
+    return POSH_ECORRUPT;
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------------------
  * Tables.
  * ---------------------------------------------------------------------- */
@@ -525,8 +546,12 @@ static int64_t wfind(posh_heap_t *h, dict_table_t *t, uint64_t hash,
     }
     if (e->hash != hash || e->klen != klen)
       continue;
-    const unsigned char *kp =
-        (e->flags & EF_KEY_EXT) ? posh__at(h, rd64(e->data)) : e->data;
+    const unsigned char *kp = e->data;
+    if (e->flags & EF_KEY_EXT) {
+      if (!span_ok(h, rd64(e->data), klen))
+        continue; /* a damaged entry: never ours (posh_heap_check says) */
+      kp = posh__at(h, rd64(e->data));
+    }
     if (klen == 0 || memcmp(kp, key, klen) == 0)
       return (int64_t)i;
   }
@@ -541,6 +566,16 @@ static int64_t locked_find(posh_heap_t *h, posh__dict_shared_t *d,
   uint64_t free_slot;
   *t_out = locked_table(h, d);
   return wfind(h, *t_out, hash, key, klen, &free_slot);
+}
+
+posh_atomic32_t *posh__dict_slot_seq(posh_obj_t *dict, const void *key,
+                                     size_t klen) {
+  posh__dict_shared_t *d;
+  if (posh__obj_get(dict, POSH_OBJ_DICT, (void **)&d) != 0)
+    return NULL;
+  dict_table_t *t;
+  int64_t i = locked_find(dict->heap, d, key_hash(key, klen), key, klen, &t);
+  return i < 0 ? NULL : &t->e[i].xseq;
 }
 
 /* Grow (or rehash away tombstones) if one more used slot would pass 3/4.
@@ -878,9 +913,12 @@ static int lookup(posh_obj_t *o, posh__dict_shared_t *d, uint64_t hash,
   int r = dict_lock(o, d, &tok);
   if (r)
     return r;
-  while (lookup_once(o->heap, d, hash, key, klen, buf, cap, vlen_out, &res) !=
-         RD_DONE)
-    ; /* cannot retry with the lock held: no writer runs */
+  /* With the lock held no writer runs (and taking it repaired a dead
+   * one's entry): a retry now means an odd sequence or a moving epoch
+   * nobody is writing, i.e. a damaged dict, not a reason to spin. */
+  if (lookup_once(o->heap, d, hash, key, klen, buf, cap, vlen_out, &res) !=
+      RD_DONE)
+    res = POSH_ECORRUPT;
   dict_unlock(d, tok);
   return res;
 }
@@ -1096,7 +1134,7 @@ POSH_EXTERN int posh_dict_set(posh_obj_t *dict, const void *key, size_t klen,
     return r;
   uint64_t hash = key_hash(key, klen);
   uint32_t tok;
-  if ((r = dict_lock(dict, d, &tok)) != 0)
+  if ((r = dict_lock_table(dict, d, &tok)) != 0)
     return r;
   r = locked_set(dict->heap, d, hash, key, klen, val, vlen);
   dict_unlock(d, tok);
@@ -1112,7 +1150,7 @@ POSH_EXTERN int posh_dict_delete(posh_obj_t *dict, const void *key,
     return r;
   uint64_t hash = key_hash(key, klen);
   uint32_t tok;
-  if ((r = dict_lock(dict, d, &tok)) != 0)
+  if ((r = dict_lock_table(dict, d, &tok)) != 0)
     return r;
   posh_heap_t *h = dict->heap;
   dict_table_t *t;
@@ -1164,7 +1202,7 @@ POSH_EXTERN int posh_dict_setdefault(posh_obj_t *dict, const void *key,
     return POSH_EINVAL;
   uint64_t hash = key_hash(key, klen);
   uint32_t tok;
-  if ((r = dict_lock(dict, d, &tok)) != 0)
+  if ((r = dict_lock_table(dict, d, &tok)) != 0)
     return r;
   posh_heap_t *h = dict->heap;
   dict_table_t *t;
@@ -1200,7 +1238,7 @@ POSH_EXTERN int posh_dict_cas(posh_obj_t *dict, const void *key, size_t klen,
     return r;
   uint64_t hash = key_hash(key, klen);
   uint32_t tok;
-  if ((r = dict_lock(dict, d, &tok)) != 0)
+  if ((r = dict_lock_table(dict, d, &tok)) != 0)
     return r;
   posh_heap_t *h = dict->heap;
   dict_table_t *t;
@@ -1231,7 +1269,7 @@ POSH_EXTERN int posh_dict_pop(posh_obj_t *dict, const void *key, size_t klen,
     return POSH_EINVAL;
   uint64_t hash = key_hash(key, klen);
   uint32_t tok;
-  if ((r = dict_lock(dict, d, &tok)) != 0)
+  if ((r = dict_lock_table(dict, d, &tok)) != 0)
     return r;
   posh_heap_t *h = dict->heap;
   dict_table_t *t;
@@ -1255,7 +1293,7 @@ POSH_EXTERN int posh_dict_popitem(posh_obj_t *dict, void *kbuf, size_t kcap,
   if ((!kbuf && kcap) || (!vbuf && vcap))
     return POSH_EINVAL;
   uint32_t tok;
-  int r = dict_lock(dict, d, &tok);
+  int r = dict_lock_table(dict, d, &tok);
   if (r)
     return r;
   posh_heap_t *h = dict->heap;
@@ -1305,7 +1343,7 @@ POSH_EXTERN int posh_dict_update(posh_obj_t *dict,
   if (n == 0)
     return 0;
   uint32_t tok;
-  int r = dict_lock(dict, d, &tok);
+  int r = dict_lock_table(dict, d, &tok);
   if (r)
     return r;
   for (size_t i = 0; i < n && !r; i++)
@@ -1319,7 +1357,7 @@ POSH_EXTERN int posh_dict_clear(posh_obj_t *dict) {
   posh__dict_shared_t *d;
   DICT_GET(dict, d);
   uint32_t tok;
-  int r = dict_lock(dict, d, &tok);
+  int r = dict_lock_table(dict, d, &tok);
   if (r)
     return r;
   r = table_replace(dict->heap, d, d->min_cap, 1);
@@ -1418,9 +1456,10 @@ POSH_EXTERN int posh_dict_iter_next(posh_obj_t *dict, posh_dict_iter_t *it,
   int r = dict_lock(dict, d, &tok);
   if (r)
     return r;
-  while (iter_once(dict->heap, d, it, kbuf, kcap, klen_out, vbuf, vcap,
-                   vlen_out, &res) != RD_DONE)
-    ; /* with the lock held no writer interferes */
+  /* As in lookup: under the lock a retry means a damaged dict. */
+  if (iter_once(dict->heap, d, it, kbuf, kcap, klen_out, vbuf, vcap, vlen_out,
+                &res) != RD_DONE)
+    res = POSH_ECORRUPT;
   dict_unlock(d, tok);
   return res;
 }

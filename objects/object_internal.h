@@ -95,6 +95,11 @@ extern const posh__obj_ops_t posh__sync_owner_ops;
  * (for the tests: it must equal XXH3_64bits of the key, the documented
  * format). */
 uint64_t posh__dict_key_hash(const void *key, size_t klen);
+/* For the tests: the sequence word of key's slot in the dict's current
+ * table, or NULL when the key is absent (no lock taken: call it with no
+ * writer running). */
+posh_atomic32_t *posh__dict_slot_seq(posh_obj_t *dict, const void *key,
+                                     size_t klen);
 
 /* Allocate a zeroed object block of `size` bytes (>= the header; 64-byte
  * aligned, or `align` if larger) with its holder bitmap, header filled
