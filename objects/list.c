@@ -94,7 +94,10 @@ static uint64_t item_make(posh_heap_t *heap, const void *data, size_t len,
   return posh__off_of(heap, blk);
 }
 
-/* Where the bytes of word w are (*tmp holds an inline item's copy). */
+/* Where the bytes of word w are (*tmp holds an inline item's copy), or
+ * NULL when w names no block inside the heap: the array lives in shared
+ * memory, and a stray write of a faulty process must give POSH_ECORRUPT,
+ * not a fault. */
 static inline const void *item_view(posh_heap_t *heap, uint64_t w,
                                     uint64_t *tmp, size_t *len) {
   if (word_inline(w)) {
@@ -102,7 +105,13 @@ static inline const void *item_view(posh_heap_t *heap, uint64_t w,
     *len = (size_t)((w >> 1) & 7u);
     return (const unsigned char *)tmp + 1;
   }
+  uint64_t hcap = heap->view.capacity;
+  if (posh_unlikely(w < heap->hdr->data_off || (w & 7) != 0 ||
+                    w > hcap - sizeof(uint64_t)))
+    return NULL;
   const uint64_t *blk = posh__at(heap, w);
+  if (posh_unlikely(blk[0] > hcap - w - sizeof(uint64_t)))
+    return NULL;
   *len = (size_t)blk[0];
   return blk + 1;
 }
@@ -166,13 +175,25 @@ static int items_make(posh_heap_t *heap, const struct iovec *items, size_t n,
  * Lock.
  * ---------------------------------------------------------------------- */
 /* The holder died.  Every change commits with one store, so the list is
- * consistent; only check the array's invariant (debug aid) and count. */
+ * consistent; only count (list_lock checks the array next). */
 static void list_repair(posh_heap_t *heap, void *obj) {
+  (void)heap;
   posh__list_shared_t *l = obj;
-  posh__list_array_t *a = posh__at(heap, l->array_off);
-  posh_assert(!a || a->len <= a->cap);
-  (void)a;
   l->repairs++;
+}
+
+/* Does the list's array lie inside the heap, with len <= cap?  (Checked
+ * at every lock, for the reason given at item_view.) */
+static int array_ok(posh_heap_t *heap, const posh__list_shared_t *l) {
+  uint64_t off = l->array_off, hcap = heap->view.capacity;
+  if (off == 0)
+    return 1;
+  if (off < heap->hdr->data_off || (off & 7) != 0 ||
+      off > hcap - sizeof(posh__list_array_t))
+    return 0;
+  const posh__list_array_t *a = posh__at(heap, off);
+  return a->cap <= (hcap - off - sizeof *a) / sizeof(uint64_t) &&
+         a->len <= a->cap;
 }
 
 static int list_lock(posh_obj_t *o, posh__list_shared_t **out, uint32_t *tok) {
@@ -194,6 +215,10 @@ static int list_lock(posh_obj_t *o, posh__list_shared_t **out, uint32_t *tok) {
   }
   if (r)
     return r;
+  if (posh_unlikely(!array_ok(o->heap, l))) {
+    posh__sync_release_fast(&l->lock, t);
+    return POSH_ECORRUPT;
+  }
   *out = l;
   *tok = t;
   return 0;
@@ -481,6 +506,8 @@ static int copy_out(posh_heap_t *heap, uint64_t w, void *buf, size_t cap,
   uint64_t tmp;
   size_t len;
   const void *p = item_view(heap, w, &tmp, &len);
+  if (!p)
+    return POSH_ECORRUPT;
   if (len_out)
     *len_out = len;
   if (alloc_out) {
@@ -620,7 +647,7 @@ POSH_EXTERN int posh_list_get_slice(posh_obj_t *list, int64_t start,
     size_t len;
     const void *p = item_view(list->heap, a->e[start + (int64_t)k * step],
                               &tmp, &len);
-    r = visit(arg, (size_t)k, p, len);
+    r = p ? visit(arg, (size_t)k, p, len) : POSH_ECORRUPT;
   }
   list_unlock(l, tok);
   return r;

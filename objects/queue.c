@@ -37,9 +37,42 @@
 /* ------------------------------------------------------------------------
  * Finalize: free the blocks of large messages still in the ring.
  * ---------------------------------------------------------------------- */
+/* The queue's immutable geometry, as posh_queue_create set it: the ring
+ * lies inside the object's block, which lies inside the heap.  Checked
+ * when a handle is opened (and before finalize walks the ring), so that a
+ * stray write by a faulty process into a queue's header gives
+ * POSH_ECORRUPT instead of slot addresses outside the heap. */
+static int geometry_ok(posh_heap_t *heap, const posh__queue_shared_t *sh) {
+  uint32_t c = sh->capacity;
+  uint64_t off = posh__off_of(heap, sh), size = sh->hdr.size;
+  if (c == 0 || (c & (c - 1)) != 0 || sh->cap_shift != (uint32_t)__builtin_ctz(c) ||
+      sh->slot_shift < 6 || sh->slot_shift > 8 ||
+      sh->slot_size != 1u << sh->slot_shift ||
+      sh->inline_max != sh->slot_size - POSH__Q_SLOT_HDR ||
+      sh->max_messages > c || sh->ring_off < sizeof *sh)
+    return 0;
+  return size <= heap->view.capacity - off && sh->ring_off <= size &&
+         ((uint64_t)c << sh->slot_shift) <= size - sh->ring_off;
+}
+
+static int queue_open_check(posh_obj_t *q) {
+  return geometry_ok(q->heap, (const posh__queue_shared_t *)q->hdr)
+             ? 0
+             : POSH_ECORRUPT;
+}
+
+/* A large message's block: its offset names len bytes inside the heap,
+ * else NULL (a damaged slot, as for geometry_ok). */
+static void *large_block(posh_heap_t *heap, uint64_t off, uint64_t len) {
+  uint64_t hcap = heap->view.capacity;
+  if (off < heap->hdr->data_off || off > hcap || len > hcap - off)
+    return NULL;
+  return posh__at(heap, off);
+}
+
 static void queue_finalize(posh_heap_t *heap, posh__obj_hdr_t *obj) {
   posh__queue_shared_t *sh = (posh__queue_shared_t *)obj;
-  for (uint64_t i = 0; i < sh->capacity; i++) {
+  for (uint64_t i = 0; geometry_ok(heap, sh) && i < sh->capacity; i++) {
     posh__queue_slot_t *s = posh__q_slot_at(sh, i);
     if (s->meta & POSH__Q_META_LARGE) {
       uint64_t off;
@@ -87,7 +120,8 @@ static void blk_give(posh_heap_t *heap, posh__queue_shared_t *sh, void *b) {
   posh_free(heap, b);
 }
 
-const posh__obj_ops_t posh__queue_ops = {"queue", queue_finalize, NULL, NULL};
+const posh__obj_ops_t posh__queue_ops = {"queue", queue_finalize, NULL,
+                                         queue_open_check};
 
 /* ------------------------------------------------------------------------
  * Copying a large message into its block.
@@ -643,17 +677,24 @@ static int take_wait(posh_obj_t *q, posh__queue_shared_t *sh, uint32_t tok,
 }
 
 /* Copy a taken slot's message out (or hand its block over when keep_block
- * is not NULL) and give the slot back. */
-static void finish_take(posh_heap_t *heap, posh__queue_shared_t *sh,
-                        posh__queue_slot_t *s, uint32_t lap, uint32_t tok,
-                        void *buf, size_t *len_out, void **keep_block) {
+ * is not NULL) and give the slot back.  0, or POSH_ECORRUPT for a large
+ * message whose block is not inside the heap (dropped: nothing copied,
+ * *len_out 0, the slot given back all the same). */
+static int finish_take(posh_heap_t *heap, posh__queue_shared_t *sh,
+                       posh__queue_slot_t *s, uint32_t lap, uint32_t tok,
+                       void *buf, size_t *len_out, void **keep_block) {
   uint64_t meta = s->meta;
   size_t len = (size_t)(meta & POSH__Q_META_LEN_MASK);
   void *blk = NULL;
+  int r = 0;
   if (meta & POSH__Q_META_LARGE) {
     uint64_t off;
     memcpy(&off, s->data, sizeof off);
-    blk = posh__at(heap, off);
+    blk = large_block(heap, off, len);
+    if (!blk) {
+      r = POSH_ECORRUPT;
+      len = 0;
+    }
     if (keep_block)
       *keep_block = blk;
     else if (len)
@@ -681,6 +722,7 @@ static void finish_take(posh_heap_t *heap, posh__queue_shared_t *sh,
   ev_signal(&sh->xnotfull, &sh->xprod_sleepers);
   if (blk && !keep_block)
     blk_give(heap, sh, blk);
+  return r;
 }
 
 POSH_EXTERN int posh_queue_get(posh_obj_t *q, void *buf, size_t cap,
@@ -700,7 +742,7 @@ POSH_EXTERN int posh_queue_get(posh_obj_t *q, void *buf, size_t cap,
   size_t need = 0;
   r = take_wait(q, sh, tok, cap, &need, timeout_ns, &deadline, &s, &lap);
   if (posh_likely(r == 0))
-    finish_take(q->heap, sh, s, lap, tok, buf, len_out, NULL);
+    r = finish_take(q->heap, sh, s, lap, tok, buf, len_out, NULL);
   else if (r == POSH_EMSGSIZE)
     *len_out = need;
   return r;
@@ -729,7 +771,9 @@ POSH_EXTERN int posh_queue_get_msg(posh_obj_t *q, posh_queue_msg_t *m,
   if (r)
     return r;
   void *blk = NULL;
-  finish_take(q->heap, sh, s, lap, tok, m->inline_buf, &m->len, &blk);
+  r = finish_take(q->heap, sh, s, lap, tok, m->inline_buf, &m->len, &blk);
+  if (r)
+    return r; /* m stays empty */
   m->block = blk;
   m->data = blk ? blk : (void *)m->inline_buf;
   return 0;

@@ -43,8 +43,9 @@ typedef struct posh__value_shared {
 _Static_assert(sizeof(posh__value_shared_t) == 128,
                "value object: header line, lock line, then data");
 
-const posh__obj_ops_t posh__value_ops = {"value", NULL, NULL, NULL};
-const posh__obj_ops_t posh__array_ops = {"array", NULL, NULL, NULL};
+static int value_open_check(posh_obj_t *o);
+const posh__obj_ops_t posh__value_ops = {"value", NULL, NULL, value_open_check};
+const posh__obj_ops_t posh__array_ops = {"array", NULL, NULL, value_open_check};
 
 POSH_EXTERN int posh_value_itemsize(char typecode) {
   switch (typecode) {
@@ -99,6 +100,26 @@ POSH_EXTERN int posh_array_create(posh_heap_t *heap, const char *name,
                                   posh_obj_t **array_out) {
   return create(heap, name, POSH_OBJ_ARRAY, typecode, length, with_lock,
                 array_out);
+}
+
+/* The immutable fields as create set them: a known type code and its item
+ * size, the data inside the object's block, which lies inside the heap.
+ * Checked when a handle is opened, so that a stray write by a faulty
+ * process into the header gives POSH_ECORRUPT instead of accesses outside
+ * the heap. */
+static int value_open_check(posh_obj_t *o) {
+  const posh__value_shared_t *v = (const posh__value_shared_t *)o->hdr;
+  posh_heap_t *heap = o->heap;
+  int isz = posh_value_itemsize(v->typecode);
+  uint64_t off = posh__off_of(heap, v), size = v->hdr.size;
+  if (isz < 0 || v->itemsize != (uint32_t)isz || v->has_lock > 1 ||
+      (o->type == POSH_OBJ_VALUE && v->length != 1) ||
+      v->data_off != sizeof *v || size < sizeof *v ||
+      size > heap->view.capacity - off ||
+      v->data_size > size - sizeof *v || v->data_size < 8 ||
+      v->length > v->data_size / (uint64_t)isz)
+    return POSH_ECORRUPT;
+  return 0;
 }
 
 static inline unsigned char *data_of(posh__value_shared_t *v) {
