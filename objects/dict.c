@@ -333,8 +333,15 @@ static void dict_repair(posh_heap_t *h, void *obj) {
   switch (op) {
   case LOG_ENTRY: {
     /* Roll back: restore the old contents under a fresh even seq that no
-     * reader can have seen, then free the new blocks. */
-    dict_table_t *t = posh__at(h, lg->table);
+     * reader can have seen, then free the new blocks.  (A record naming
+     * no slot of a table inside the heap is damage, not a writer's
+     * death: nothing to restore.) */
+    uint64_t tcap;
+    dict_table_t *t = table_at(h, lg->table, &tcap);
+    if (!t || lg->index >= tcap) {
+      lg->new_blk[0] = lg->new_blk[1] = lg->old_blk[0] = lg->old_blk[1] = 0;
+      break;
+    }
     dict_entry_t *e = &t->e[lg->index];
     uint32_t s = posh_atomic32_load_relaxed(&e->xseq);
     uint32_t s0 = posh_atomic32_load_relaxed(&lg->undo.xseq);
@@ -367,8 +374,10 @@ static void dict_repair(posh_heap_t *h, void *obj) {
        * before its bump), then retire the old table.  Full barrier: as in
        * table_replace (pairs with the readers' re-read of xepoch). */
       posh_atomic_fetch_add_full(&d->xepoch, 1);
-      if (op == LOG_CLEAR && lg->table_a)
-        table_free_blocks(h, posh__at(h, lg->table_a));
+      uint64_t acap;
+      dict_table_t *ta = table_at(h, lg->table_a, &acap);
+      if (op == LOG_CLEAR && ta)
+        table_free_blocks(h, ta);
       free_logged(h, &lg->table_a);
       lg->table_b = 0;
     } else {
@@ -382,7 +391,8 @@ static void dict_repair(posh_heap_t *h, void *obj) {
   /* Release: the record is disarmed only after the repair's stores (the
    * next holder reads it after its acquiring CAS on the lock word). */
   posh_atomic32_store_release(&lg->xop, LOG_NONE);
-  dict_table_t *t = locked_table(h, d);
+  uint64_t tcap;
+  dict_table_t *t = table_at(h, cur, &tcap);
   if (t)
     recount(d, t);
 }
@@ -393,10 +403,10 @@ static void dict_finalize(posh_heap_t *heap, posh__obj_hdr_t *obj) {
    * then free every block. */
   if (posh_atomic32_load_relaxed(&d->log.xop) != LOG_NONE)
     dict_repair(heap, d);
-  uint64_t off = posh_atomic_load_relaxed(&d->xtable);
-  dict_table_t *t = posh__at(heap, off);
+  uint64_t off = posh_atomic_load_relaxed(&d->xtable), cap;
+  dict_table_t *t = table_at(heap, off, &cap);
   if (!t)
-    return;
+    return; /* none, or damaged: its blocks stay (posh_heap_check says) */
   table_free_blocks(heap, t);
   posh_atomic_store_relaxed(&d->xtable, 0);
   posh_free(heap, t);
@@ -430,9 +440,6 @@ static int dict_lock(posh_obj_t *o, posh__dict_shared_t *d, uint32_t *tok_out) {
 static void dict_unlock(posh__dict_shared_t *d, uint32_t tok) {
   posh__sync_release_fast(&d->lock, tok);
 }
-
-static inline dict_table_t *table_at(const posh_heap_t *h, uint64_t off,
-                                     uint64_t *cap_out);
 
 /* dict_lock for the writers, which then use the current table as it is:
  * also checks that the table lies inside the heap (a stray write into the

@@ -409,8 +409,8 @@ POSH_EXTERN int posh_list_create(posh_heap_t *heap, const char *name,
 static void list_finalize(posh_heap_t *heap, posh__obj_hdr_t *obj) {
   posh__list_shared_t *l = (posh__list_shared_t *)obj;
   posh__list_array_t *a = arr(heap, l);
-  if (!a)
-    return;
+  if (!a || !array_ok(heap, l))
+    return; /* none, or damaged: its blocks stay (posh_heap_check says) */
   items_free_words(heap, a->e, (size_t)a->len);
   posh_free(heap, a);
   l->array_off = 0;

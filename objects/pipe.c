@@ -268,6 +268,29 @@ struct ctx {
   uint32_t token;
 };
 
+/* The core an endpoint names, or NULL when the endpoint's fields or the
+ * core's rings do not lie inside the heap as creation left them: a stray
+ * write by a faulty process gives POSH_ECORRUPT, not ring accesses outside
+ * the heap.  (A few compares per call: the rings' offsets and sizes are
+ * immutable once the core is published.) */
+static pipe_core_t *core_of(posh_heap_t *heap, const pipe_end_t *e) {
+  uint64_t off = e->core_off, hcap = heap->view.capacity;
+  if (e->side > 1 || off < heap->hdr->data_off || (off & 63) != 0 ||
+      off > hcap - sizeof(pipe_core_t))
+    return NULL;
+  pipe_core_t *c = posh__at(heap, off);
+  if (c->duplex > 1)
+    return NULL;
+  for (int i = 0; i < (c->duplex ? 2 : 1); i++) {
+    const pipe_chan_t *ch = &c->chan[i];
+    if (ch->cap < RING_MIN || ch->cap > RING_MAX || (ch->cap & (ch->cap - 1)) ||
+        ch->ring_off < heap->hdr->data_off || ch->ring_off > hcap ||
+        ch->cap > hcap - ch->ring_off)
+      return NULL;
+  }
+  return c;
+}
+
 static int get_end(posh_obj_t *o, struct ctx *c, int need_token) {
   void *shared;
   int r = posh__obj_get(o, POSH_OBJ_PIPE, &shared);
@@ -275,9 +298,9 @@ static int get_end(posh_obj_t *o, struct ctx *c, int need_token) {
     return r;
   c->heap = o->heap;
   c->end = shared;
-  c->core = posh__at(o->heap, c->end->core_off);
+  c->core = core_of(o->heap, c->end);
   c->side = c->end->side;
-  if (!c->core || c->side > 1)
+  if (!c->core)
     return POSH_ECORRUPT;
   c->token = 0;
   if (need_token) {
@@ -301,9 +324,9 @@ static void core_finalize(posh_heap_t *heap, posh__obj_hdr_t *obj) {
 
 static void end_finalize(posh_heap_t *heap, posh__obj_hdr_t *obj) {
   pipe_end_t *e = (pipe_end_t *)obj;
-  pipe_core_t *c = posh__at(heap, e->core_off);
+  pipe_core_t *c = core_of(heap, e);
   if (!c)
-    return;
+    return; /* unfinished (core_off 0) or damaged: nothing to tell */
   /* Full barrier: everything this endpoint committed is visible before
    * the flag (pairs with the peer's acquire-load of xclosed). */
   posh_atomic32_exchange_full(&c->xclosed[e->side], 1);
