@@ -855,7 +855,7 @@ get_fast(const posh_heap_t *h, posh__dict_shared_t *d, uint64_t hash,
    * table's contents (it may be one freed meanwhile: the epoch re-check
    * rejects what we read then). */
   uint64_t hcap = h->view.capacity;
-  if (posh_unlikely(toff > hcap - 2 * DICT_ENTRY_SIZE))
+  if (posh_unlikely(toff > hcap - 2 * DICT_ENTRY_SIZE || (toff & 127) != 0))
     return GET_SLOW;
   const dict_table_t *t = (const dict_table_t *)(h->view.base + toff);
   uint64_t mask = *(const volatile uint64_t *)&t->cap - 1;

@@ -178,9 +178,13 @@ static inline uint32_t posh__obj_token(posh_obj_t *o, int *err) {
  * reference guarantees that). */
 int posh__obj_inner_ref(posh_heap_t *heap, posh__obj_hdr_t *obj, int delta);
 
-/* Offset <-> pointer inside one heap, for fields of shared structs. */
+/* Offset <-> pointer inside one heap, for fields of shared structs.  The
+ * sum is taken on integers: an offset read from a damaged heap may be any
+ * value, and the pointer it makes is then checked (posh_free,
+ * posh_block_state) rather than used, which must not be undefined
+ * behaviour on the way. */
 static inline void *posh__at(posh_heap_t *heap, uint64_t off) {
-  return off ? (void *)(heap->view.base + off) : NULL;
+  return off ? (void *)((uintptr_t)heap->view.base + (uintptr_t)off) : NULL;
 }
 static inline uint64_t posh__off_of(posh_heap_t *heap, const void *p) {
   return p ? (uint64_t)((const unsigned char *)p - heap->view.base) : 0;
