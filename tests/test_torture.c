@@ -313,7 +313,8 @@ static void test_kill9_torture(void **state) {
    * (the windows are a few instructions of each operation, a page run's
    * free a little longer).  The bounds are ten times that: a kill that
    * lost a block it should not have (an unrecovered page, a held block
-   * the recovery missed) costs far more than the window does. */
+   * the recovery missed) costs far more than the window does.  (Five to
+   * ten times: the run pages are at two per hundred.) */
   assert_true(lost_small <= (uint64_t)kills / 10);
   assert_true(st.pages_large <= (uint64_t)kills / 10);
   assert_int_equal(posh_heap_detach(heap), 0);
