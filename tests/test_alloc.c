@@ -572,16 +572,15 @@ static void *free_once_thread(void *arg) {
   return NULL;
 }
 
-/* LIBRARY BUG (reported, debug builds): a double free split between the
- * owner and another thread (either order) is EDOUBLEFREE and leaves the
- * heap consistent. */
+/* Debug builds: a double free split between the owner and another thread
+ * (either order) is EDOUBLEFREE and leaves the heap consistent (a
+ * regression test: the owner's free once accepted a block whose remote bit
+ * was set). */
 static void test_double_free_owner_and_remote(void **state) {
   (void)state;
 #if POSH_DEBUG < 2
   skip();
 #else
-  TU_KNOWN_BUG("debug build: the owner's free of a block another thread "
-               "already freed (remote bit set) is accepted and corrupts");
   posh_heap_t *h = mk(64 * MiB);
   assert_non_null(h);
   void *keep = posh_alloc(h, 80);
@@ -608,7 +607,7 @@ static void test_double_free_owner_and_remote(void **state) {
   assert_int_equal(posh_free(h, spacer), 0);
   assert_int_equal(posh_heap_detach(h), 0);
   if (r != POSH_EDOUBLEFREE || check != 0)
-    fail_msg("LIBRARY BUG (reported): owner's free of a block another thread "
+    fail_msg("owner's free of a block another thread "
              "already freed returned %s, heap check %s",
              posh_err_name(r), posh_err_name(check));
 #endif
@@ -643,16 +642,15 @@ TU_UNUSED static void *free_while_adopted(void *arg) {
   return NULL;
 }
 
-/* LIBRARY BUG (reported, debug builds): blocks of abandoned pages freed by
- * another thread while those pages are being adopted are accepted (no
- * spurious EDOUBLEFREE while the adopter rebuilds the page). */
+/* Debug builds: blocks of abandoned pages freed by another thread while
+ * those pages are being adopted are accepted (no spurious EDOUBLEFREE while
+ * the adopter rebuilds the page; a regression test: the rebuild once
+ * zeroed the bitmap before refilling it). */
 static void test_remote_free_during_adoption(void **state) {
   (void)state;
 #if POSH_DEBUG < 2
   skip();
 #else
-  TU_KNOWN_BUG("debug build: posh__small_page_rebuild zeroes the allocation "
-               "bitmap before refilling it; remote frees in between fail");
   posh_heap_t *h = mk(256 * MiB);
   assert_non_null(h);
   enum { N = 20000, ROUNDS = 10 };
@@ -792,14 +790,12 @@ static void *free_all_thread(void *arg) {
   return NULL;
 }
 
-/* LIBRARY BUG (reported): memory freed by other threads is not lost to its
- * owner: a thread that filled the heap, had every block freed by another
+/* Memory freed by other threads is not lost to its owner (a regression
+ * test: pages emptied by remote frees were once never collected): a thread that filled the heap, had every block freed by another
  * thread and then allocates (another class, a large block) is served, not
  * told ENOMEM while nothing is in use. */
 static void test_exhausted_owner_gets_remote_frees_back(void **state) {
   (void)state;
-  TU_KNOWN_BUG("pages emptied by remote frees are never collected for other "
-               "classes or large runs: ENOMEM with 0 bytes in use");
   posh_heap_options_t o = {.capacity = POSH_MIN_CAPACITY};
   posh_heap_t *h = NULL;
   assert_int_equal(posh_heap_create(NULL, &o, &h), 0);

@@ -349,20 +349,6 @@ static TU_UNUSED int tu_group_teardown(void **state) {
   return 0;
 }
 
-#ifndef TU_NO_CMOCKA
-/* First statement of a test that exposes a reported LIBRARY BUG: it runs
- * (and fails) by default; POSH_TEST_SKIP_KNOWN_BUGS=1 reports it skipped
- * instead, until the bug is fixed. */
-#define TU_KNOWN_BUG(what)                                                     \
-  do {                                                                         \
-    const char *tu_e_ = getenv("POSH_TEST_SKIP_KNOWN_BUGS");                   \
-    if (tu_e_ && *tu_e_ && strcmp(tu_e_, "0")) {                               \
-      fprintf(stderr, "skipped: known library bug: %s\n", what);               \
-      skip();                                                                  \
-    }                                                                          \
-  } while (0)
-#endif
-
 /* ------------------------------------------------------------------------
  * Heap helpers for the parent side.
  * ---------------------------------------------------------------------- */
