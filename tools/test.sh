@@ -11,6 +11,39 @@ ROOT=$PWD
 full=0
 if [ "${CI:-}" = "true" ] || [ "${1:-}" = "--full" ]; then full=1; fi
 
+# --valgrind [SUITE...]: every cmocka suite of build/ (or the ones named,
+# e.g. test_dict) under memcheck, children and
+# exec'd programs included, with the stress tests scaled down (~45 min on
+# two cores; not part of CI, whose budget is 30 min).
+if [ "${1:-}" = "--valgrind" ]; then
+  tools/setup.sh --no-demo
+  command -v valgrind >/dev/null || { echo "test.sh: valgrind is not installed (apt-get install valgrind)"; exit 1; }
+  out=build/valgrind
+  rm -rf "$out" && mkdir -p "$out"
+  export POSH_TEST_BINDIR=$ROOT/build/tests POSH_STRESS_MSGS=3000 POSH_TORTURE_KILLS=40 \
+    POSH_TEST_KILLS=20 POSH_TEST_LIST_KILLS=20 POSH_DAMAGE_ROUNDS=50
+  # One suite: its output in $out/NAME.out, memcheck's reports in
+  # $out/NAME.PID.vg (empty when clean), and "NAME rc=N" on stdout.
+  vg_one() {
+    valgrind -q --trace-children=yes --error-exitcode=99 \
+      --log-file="$out/$1.%p.vg" "build/tests/$1" >"$out/$1.out" 2>&1
+    echo "$1 rc=$?"
+  }
+  export -f vg_one
+  export out
+  shift
+  suites=${*:-$(cd build/tests && ls test_* | grep -v '\.')}
+  printf '%s\n' $suites | xargs -P"$(nproc)" -I{} bash -c 'vg_one {}' | tee "$out/summary"
+  dirty=$(find "$out" -name '*.vg' -size +0)
+  if grep -qv ' rc=0$' "$out/summary" || [ -n "$dirty" ]; then
+    for f in $dirty; do echo "--- $f"; head -40 "$f"; done
+    echo "test.sh: valgrind FAILURES"
+    exit 1
+  fi
+  echo "test.sh: every suite clean under valgrind ($(ls "$out"/*.vg | wc -l) processes)"
+  exit 0
+fi
+
 if [ $full = 1 ]; then
   export CONFIGURE_FLAGS="--enable-werror"
   BUILD_DIR=build-ci tools/setup.sh --no-demo
