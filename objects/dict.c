@@ -764,7 +764,7 @@ static int lookup_once(const posh_heap_t *h, posh__dict_shared_t *d,
       break;
     if (v.state != E_LIVE || v.hash != hash || v.klen != klen)
       continue; /* a key's hash and length never change while LIVE */
-    const unsigned char *kp, *vp;
+    const unsigned char *kp = NULL, *vp = NULL; /* set when entry_locate succeeds */
     int ok = entry_locate(h, e, &v, &kp, &vp);
     int match = ok && (klen == 0 || memcmp(kp, key, klen) == 0);
     if (match && buf && v.vlen <= cap)
@@ -1410,7 +1410,7 @@ static int iter_once(const posh_heap_t *h, posh__dict_shared_t *d,
     entry_peek(e, &v);
     if (v.state != E_LIVE)
       continue;
-    const unsigned char *kp, *vp;
+    const unsigned char *kp = NULL, *vp = NULL; /* set when entry_locate succeeds */
     int ok = entry_locate(h, e, &v, &kp, &vp);
     int fits = v.klen <= kcap && v.vlen <= vcap;
     if (ok && fits) {

@@ -11,6 +11,36 @@ ROOT=$PWD
 full=0
 if [ "${CI:-}" = "true" ] || [ "${1:-}" = "--full" ]; then full=1; fi
 
+# --tsan [SUITE...]: the suites that run threads in one process (or the
+# ones named) built with -fsanitize=thread in build-tsan/; any report fails.
+# ThreadSanitizer sees the threads of one process only, not the other
+# processes on the heap.  Not part of CI (~10 min).
+if [ "${1:-}" = "--tsan" ]; then
+  tools/setup.sh --no-demo >/dev/null
+  shift
+  suites=${*:-test_alloc test_sync test_queue test_dict}
+  mkdir -p build-tsan
+  (cd build-tsan && { [ -f Makefile ] || "$ROOT/configure" -q PYTHON="${PYTHON:-/usr/bin/python3}" \
+    CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread"; } &&
+    make -s -j"$(nproc)" NO_PYBIND=1 $(for t in $suites; do echo tests/$t; done) \
+      tests/sync_child tests/queue_child tests/dict_child tests/attach_child >/dev/null)
+  status=0
+  for t in $suites; do
+    rc=0
+    POSH_TEST_BINDIR=$ROOT/build-tsan/tests POSH_STRESS_MSGS=20000 \
+      TSAN_OPTIONS="halt_on_error=0 report_signal_unsafe=0" \
+      "build-tsan/tests/$t" >"build-tsan/$t.out" 2>&1 || rc=$?
+    races=$(grep -c 'WARNING: ThreadSanitizer' "build-tsan/$t.out" || true)
+    echo "$t rc=$rc reports=$races"
+    if [ $rc != 0 ] || [ "$races" != 0 ]; then
+      status=1
+      grep -m2 -A20 'WARNING: ThreadSanitizer' "build-tsan/$t.out" || tail -20 "build-tsan/$t.out"
+    fi
+  done
+  [ $status = 0 ] && echo "test.sh: clean under ThreadSanitizer" || echo "test.sh: ThreadSanitizer FAILURES"
+  exit $status
+fi
+
 # --valgrind [SUITE...]: every cmocka suite of build/ (or the ones named,
 # e.g. test_dict) under memcheck, children and
 # exec'd programs included, with the stress tests scaled down (~45 min on
