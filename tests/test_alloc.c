@@ -607,8 +607,8 @@ static void test_double_free_owner_and_remote(void **state) {
   assert_int_equal(posh_free(h, spacer), 0);
   assert_int_equal(posh_heap_detach(h), 0);
   if (r != POSH_EDOUBLEFREE || check != 0)
-    fail_msg("owner's free of a block another thread "
-             "already freed returned %s, heap check %s",
+    fail_msg("owner's free of a block another thread already freed "
+             "returned %s, heap check %s",
              posh_err_name(r), posh_err_name(check));
 #endif
 }
@@ -791,9 +791,10 @@ static void *free_all_thread(void *arg) {
 }
 
 /* Memory freed by other threads is not lost to its owner (a regression
- * test: pages emptied by remote frees were once never collected): a thread that filled the heap, had every block freed by another
- * thread and then allocates (another class, a large block) is served, not
- * told ENOMEM while nothing is in use. */
+ * test: pages emptied by remote frees were once never collected): a thread
+ * that filled the heap, had every block freed by another thread and then
+ * allocates (another class, a large block) is served, not told ENOMEM
+ * while nothing is in use. */
 static void test_exhausted_owner_gets_remote_frees_back(void **state) {
   (void)state;
   posh_heap_options_t o = {.capacity = POSH_MIN_CAPACITY};

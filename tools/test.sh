@@ -14,7 +14,7 @@ if [ "${CI:-}" = "true" ] || [ "${1:-}" = "--full" ]; then full=1; fi
 # --tsan [SUITE...]: the suites that run threads in one process (or the
 # ones named) built with -fsanitize=thread in build-tsan/; any report fails.
 # ThreadSanitizer sees the threads of one process only, not the other
-# processes on the heap.  Not part of CI (~10 min).
+# processes on the heap.  Not part of CI (~1.5 min, build included).
 if [ "${1:-}" = "--tsan" ]; then
   tools/setup.sh --no-demo >/dev/null
   shift
@@ -42,9 +42,9 @@ if [ "${1:-}" = "--tsan" ]; then
 fi
 
 # --valgrind [SUITE...]: every cmocka suite of build/ (or the ones named,
-# e.g. test_dict) under memcheck, children and
-# exec'd programs included, with the stress tests scaled down (~45 min on
-# two cores; not part of CI, whose budget is 30 min).
+# e.g. test_dict) under memcheck, children and exec'd programs included,
+# with the stress tests scaled down (~45 min on two cores; not part of CI,
+# whose budget is 30 min).
 if [ "${1:-}" = "--valgrind" ]; then
   tools/setup.sh --no-demo
   command -v valgrind >/dev/null || { echo "test.sh: valgrind is not installed (apt-get install valgrind)"; exit 1; }
