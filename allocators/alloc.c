@@ -206,6 +206,16 @@ static inline void *pop_block(posh_heap_t *heap, posh__page_t *pg) {
   while ((v = fb[w]) == 0) /* used < capacity: some word has a bit */
     w = w + 1 < words ? w + 1 : 0;
   uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(v);
+  /* A remote bit on a block that is free here came from a bogus or double
+   * remote free (of a block never handed out, or already free): drop it
+   * before the block goes live, or the next collection would free the
+   * live block and hand it out twice.  A legitimate remote free sets the
+   * bit only while the block is live (its free bit clear), so it is never
+   * dropped.  Relaxed: a bit set concurrently with this load belongs to a
+   * free racing the hand-out, which is a free of the new live block. */
+  uint64_t *rbw = &posh__page_remote_bitmap(page, pg)[w];
+  if (posh_unlikely(posh_atomic_load_relaxed((posh_atomic_t *)rbw) & (v & -v)))
+    posh_atomic_andnot_full((posh_atomic_t *)rbw, v & -v);
   /* bump before the bit: a crash in between leaves bump too high, which
    * only weakens a check; the other order would reject a valid free. */
   if (idx >= pg->bump) {

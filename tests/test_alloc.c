@@ -613,6 +613,65 @@ static void test_double_free_owner_and_remote(void **state) {
 #endif
 }
 
+/* Every build: a remote free the release build cannot detect (of a slot
+ * never handed out, or a double free split between another thread and the
+ * owner) must not make the allocator hand one block out twice.  Regression
+ * test: the stale remote bit used to survive the block's next hand-out, and
+ * the collection after it freed the new live block. */
+#define STALE_N 10000 /* more than a 16-byte page holds: forces a collection */
+static int cmp_ptr(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+  return x < y ? -1 : x > y;
+}
+static void assert_distinct_blocks(posh_heap_t *h, size_t size) {
+  static void *ptrs[STALE_N], *sorted[STALE_N];
+  for (int i = 0; i < STALE_N; i++) {
+    ptrs[i] = posh_alloc(h, size);
+    assert_non_null(ptrs[i]);
+  }
+  memcpy(sorted, ptrs, sizeof ptrs);
+  qsort(sorted, STALE_N, sizeof sorted[0], cmp_ptr);
+  for (int i = 1; i < STALE_N; i++)
+    if (sorted[i] == sorted[i - 1])
+      fail_msg("one block handed out twice: %p", sorted[i]);
+  assert_int_equal(tu_check(h), 0);
+  for (int i = 0; i < STALE_N; i++)
+    assert_int_equal(posh_free(h, ptrs[i]), 0);
+}
+
+static void test_stale_remote_bit_never_doubles(void **state) {
+  (void)state;
+  /* A slot never handed out, freed by another thread. */
+  posh_heap_t *h = mk(64 * MiB);
+  assert_non_null(h);
+  char *first = posh_alloc(h, 16);
+  assert_non_null(first);
+  struct twice t = {h, first + 16 * 3, -1, -1};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, free_once_thread, &t), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(t.r1, 0); /* not reported: the bit is dropped */
+  assert_distinct_blocks(h, 16);
+  assert_int_equal(posh_free(h, first), 0);
+  ASSERT_HEAP_OK(h, 0);
+  assert_int_equal(posh_heap_detach(h), 0);
+
+  /* Another thread's free, then the owner's free of the same block. */
+  h = mk(64 * MiB);
+  assert_non_null(h);
+  void *victim = posh_alloc(h, 16);
+  assert_non_null(victim);
+  t = (struct twice){h, victim, -1, -1};
+  assert_int_equal(pthread_create(&th, NULL, free_once_thread, &t), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(t.r1, 0);
+  int r = posh_free(h, victim);
+  assert_true(r == 0 || r == POSH_EDOUBLEFREE); /* detected in debug builds */
+  assert_distinct_blocks(h, 16);
+  ASSERT_HEAP_OK(h, 0);
+  assert_int_equal(posh_heap_detach(h), 0);
+}
+
 struct adopt_race {
   posh_heap_t *heap;
   void **blocks;
@@ -1875,6 +1934,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_double_free),
       cmocka_unit_test(test_double_remote_free),
       cmocka_unit_test(test_double_free_owner_and_remote),
+      cmocka_unit_test(test_stale_remote_bit_never_doubles),
       cmocka_unit_test(test_remote_free_during_adoption),
       cmocka_unit_test(test_exhaustion),
       cmocka_unit_test(test_exhausted_owner_gets_remote_frees_back),
