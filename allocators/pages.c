@@ -96,8 +96,29 @@ static void sweep_stale_owners(posh_heap_t *heap) {
   posh_atomic_fetch_add_full(&h->xstale_owners, (uint64_t)0 - seen);
 }
 
-int posh__pages_lock(posh_heap_t *heap, uint32_t token) {
+/* The header's page-state scalars and list heads are mutable and outside
+ * the checksum: a stray write into the heap could leave any of them out of
+ * range, and they are used as indices.  Checked on every take of
+ * page_lock (a dozen compares against page-level work); out of range
+ * means damage, which the repair rebuilds from the descriptors. */
+static int page_state_sane(const posh_heap_t *heap) {
+  const posh__hdr_t *h = heap->hdr;
+  uint64_t n = heap->npages;
+  if (h->pages_high > n || h->pages_free > n || h->page_hint > n ||
+      h->pages_dirty > n)
+    return 0;
+  for (int c = 0; c < POSH_SIZE_CLASS_MAX; c++)
+    if (h->abandoned_head[c] > n)
+      return 0;
+  return 1;
+}
+
+/* Takes page_lock; `fix_range` repairs out-of-range page state first (every
+ * caller but the consistency check, which reports it instead). */
+static int pages_lock(posh_heap_t *heap, uint32_t token, int fix_range) {
   int r = posh__lock_acquire(heap, &heap->hdr->page_lock, token, -1);
+  if (r == 0 && fix_range && posh_unlikely(!page_state_sane(heap)))
+    posh__pages_repair(heap);
   if (r == POSH_EOWNERDEAD) {
     posh__pages_repair(heap);
     /* The dead holder may have been sweeping: sweep again. */
@@ -108,6 +129,10 @@ int posh__pages_lock(posh_heap_t *heap, uint32_t token) {
   if (r == 0 && posh_unlikely(posh_atomic_load_relaxed(&heap->hdr->xstale_owners)))
     sweep_stale_owners(heap);
   return r;
+}
+
+int posh__pages_lock(posh_heap_t *heap, uint32_t token) {
+  return pages_lock(heap, token, 1);
 }
 
 void posh__pages_unlock(posh_heap_t *heap, uint32_t token) {
@@ -124,6 +149,7 @@ static void set_kind(posh__page_t *pg, uint32_t kind) {
 void posh__pages_repair(posh_heap_t *heap) {
   posh__hdr_t *h = heap->hdr;
   uint64_t high = h->pages_high > heap->npages ? heap->npages : h->pages_high;
+  h->pages_high = high;
   /* 1. Runs: a body page must belong to a head that covers it. */
   for (uint64_t i = 0; i < high; i++) {
     posh__page_t *pg = &heap->pages[i];
@@ -268,7 +294,7 @@ int64_t posh__pages_alloc_run(posh_heap_t *heap, uint32_t token, uint64_t n,
 /* Punch every dirty free page, in maximal contiguous ranges. */
 static void purge_dirty(posh_heap_t *heap) {
   posh__hdr_t *h = heap->hdr;
-  uint64_t high = h->pages_high;
+  uint64_t high = h->pages_high < heap->npages ? h->pages_high : heap->npages;
   uint64_t i = 0;
   while (i < high) {
     if (!(heap->pages[i].flags & POSH_PAGEF_DIRTY) ||
@@ -366,8 +392,13 @@ posh__page_t *posh__pages_adopt(posh_heap_t *heap, uint32_t token, int cls) {
   if (posh__pages_lock(heap, token) != 0)
     return NULL;
   posh__page_t *pg = NULL;
-  while (h->abandoned_head[cls]) {
+  /* A list longer than the heap has pages is a cycle: damage. */
+  for (uint64_t steps = 0; h->abandoned_head[cls]; steps++) {
     uint32_t idx = h->abandoned_head[cls] - 1;
+    if (posh_unlikely(idx >= heap->npages || steps > heap->npages)) {
+      posh__pages_repair(heap); /* rebuilds the lists from the descriptors */
+      break;
+    }
     posh__page_t *cand = &heap->pages[idx];
     h->abandoned_head[cls] = cand->owner_next;
     posh_atomic_fetch_add_full(&h->xabandoned_count[cls], (uint64_t)-1);
@@ -410,8 +441,17 @@ int posh__pages_check(posh_heap_t *heap, char *report, size_t len,
   uint32_t token = posh__self_token(heap, &err);
   if (!token)
     return err;
-  if ((err = posh__pages_lock(heap, token)))
+  if ((err = pages_lock(heap, token, 0)))
     return err;
+  if (!page_state_sane(heap)) {
+    posh__report(report, len, used,
+                 "pages: page state in the header out of range (high %llu, "
+                 "free %llu, hint %llu, dirty %llu of %llu pages, or a list head)\n",
+                 (unsigned long long)h->pages_high, (unsigned long long)h->pages_free,
+                 (unsigned long long)h->page_hint, (unsigned long long)h->pages_dirty,
+                 (unsigned long long)heap->npages);
+    bad = 1;
+  }
   uint64_t nfree = 0;
   uint32_t last_owner = POSH_OWNER_ABANDONED;
   int last_live = 0;

@@ -72,7 +72,7 @@ uint64_t posh__header_checksum(const posh__hdr_t *hdr) {
 /* ------------------------------------------------------------------------
  * Layout of a new heap.
  * ---------------------------------------------------------------------- */
-static void compute_layout(posh__hdr_t *h) {
+void posh__compute_layout(posh__hdr_t *h) {
   uint64_t off = POSH_HEADER_SIZE;
   h->registry_off = off;
   off += (uint64_t)h->max_slots * sizeof(posh__slot_t);
@@ -165,8 +165,8 @@ POSH_EXTERN int posh_heap_create(const char *name,
   layout.capacity = o.capacity;
   layout.max_slots = o.max_processes;
   layout.max_names = o.max_names;
-  compute_layout(&layout);
-  if (layout.npages < 8)
+  posh__compute_layout(&layout);
+  if (layout.npages < POSH_MIN_DATA_PAGES)
     return POSH_EINVAL; /* metadata would leave too little room */
 
   heap = calloc(1, sizeof *heap);
@@ -269,12 +269,17 @@ static int validate_header(int fd, posh__hdr_t *out) {
       out->capacity < POSH_MIN_CAPACITY || out->capacity > (1ull << 46) ||
       out->capacity % POSH_PAGE_SIZE)
     return POSH_ECORRUPT;
-  compute_layout(&expect);
+  posh__compute_layout(&expect);
   if (expect.registry_off != out->registry_off ||
       expect.directory_off != out->directory_off ||
       expect.pagetab_off != out->pagetab_off ||
       expect.freemap_off != out->freemap_off ||
       expect.data_off != out->data_off || expect.npages != out->npages)
+    return POSH_ECORRUPT;
+  /* The same floor as creation: a layout whose tables leave no room for
+   * data pages (or run past the end) cannot be a heap we made. */
+  if (out->npages < POSH_MIN_DATA_PAGES ||
+      out->data_off + (out->npages << POSH_PAGE_SHIFT) > out->capacity)
     return POSH_ECORRUPT;
   return 0;
 }

@@ -71,6 +71,8 @@ static inline uint64_t posh__align_up(uint64_t v, uint64_t a) {
 #define POSH_DEFAULT_SLOTS 1024u
 #define POSH_DEFAULT_NAMES 4096u
 #define POSH_MAX_NAMES (1u << 20)
+/* Data pages a heap needs at least; creation refuses fewer, attach too. */
+#define POSH_MIN_DATA_PAGES 8
 
 /* ------------------------------------------------------------------------
  * Tokens.  A token names one registry slot incarnation: 12 bits of slot
@@ -498,6 +500,9 @@ int posh__directory_check(posh_heap_t *heap, char *report, size_t len,
 /* ---- allocators/pages.c */
 void posh__pages_init(posh_heap_t *heap);
 /* Acquire page_lock, repairing page-level state if its holder died. */
+/* Fills in h's table offsets and page count from capacity, max_slots and
+ * max_names (creation, and attach's check of a header). */
+void posh__compute_layout(posh__hdr_t *h);
 int posh__pages_lock(posh_heap_t *heap, uint32_t token);
 void posh__pages_unlock(posh_heap_t *heap, uint32_t token);
 /* Rebuild freemap, free count and abandoned lists from the descriptors and

@@ -339,6 +339,15 @@ static void grow_slots(posh__hdr_t *h, void *arg) {
   h->max_slots = POSH_MAX_SLOTS + 1;
   reseal(h);
 }
+/* A consistent layout (offsets as posh__compute_layout gives them) that
+ * leaves no data pages: the directory alone outgrows the file. */
+static void no_room_for_data(posh__hdr_t *h, void *arg) {
+  (void)arg;
+  h->max_names = POSH_MAX_NAMES;
+  posh__compute_layout(h);
+  h->pages_free = 1;
+  reseal(h);
+}
 static void halve_capacity(posh__hdr_t *h, void *arg) {
   (void)arg;
   h->capacity /= 2;
@@ -402,6 +411,9 @@ static void test_attach_corrupt(void **state) {
       POSH_ECORRUPT);
   assert_int_equal(attach_copy(src, name, POSH_MIN_CAPACITY, grow_slots, NULL),
                    POSH_ECORRUPT);
+  assert_int_equal(
+      attach_copy(src, name, POSH_MIN_CAPACITY, no_room_for_data, NULL),
+      POSH_ECORRUPT);
   /* The original is untouched by all this. */
   assert_int_equal(tu_check(src), 0);
   assert_int_equal(posh_heap_detach(src), 0);
