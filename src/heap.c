@@ -412,10 +412,11 @@ POSH_EXTERN int posh_heap_detach(posh_heap_t *heap) {
      * caller's leak; their memory is freed with the hold records). */
     posh__objects_drop_slot(heap, heap->proc_slot);
     posh__registry_unregister_process(heap);
-    /* Full barrier in unregister's fetch-add orders our last heap accesses
-     * before the count drops; whoever sees 0 is the last one out. */
-    if (posh_atomic_load_acquire(&h->xattached) == 0 && heap->named &&
-        (h->flags & POSH_HEAP_UNLINK_ON_LAST_DETACH) &&
+    /* The count is of the registry's live process slots (ours is released
+     * now): a count kept apart from the slots went wrong when a process
+     * died between claiming its slot and counting itself. */
+    if (heap->named && (h->flags & POSH_HEAP_UNLINK_ON_LAST_DETACH) &&
+        posh__registry_count_processes(heap) == 0 &&
         posh_atomic_cas_bool_full(&h->xunlinked, 0, 1) && name_is_ours(heap))
       posh__prim_shm_unlink(heap->name);
   }
@@ -450,7 +451,7 @@ POSH_EXTERN int posh_heap_info(posh_heap_t *heap, posh_heap_info_t *info) {
   info->max_processes = h->max_slots;
   info->max_names = h->max_names;
   info->create_time_ns = h->create_time_ns;
-  info->attached = (uint32_t)posh_atomic_load_acquire(&h->xattached);
+  info->attached = posh__registry_count_processes(heap);
   info->checksum = h->checksum;
   return 0;
 }

@@ -186,10 +186,10 @@ typedef struct posh__hdr {
   uint64_t checksum; /* XXH3 of the bytes before this field */
 
   /* ---- mutable state, each group on its own cache line */
-  /* Number of processes attached (attach +1, detach or reap -1).  The one
-   * that brings it to 0 unlinks a POSH_HEAP_UNLINK_ON_LAST_DETACH heap.
-   * Synchronization: atomic fetch-add. */
-  POSH_ALIGNED(64) posh_atomic_t xattached;
+  /* Unused (was a count of attached processes; the count is now the
+   * registry's live process slots, posh__registry_count_processes).  Kept
+   * so the layout, and the ABI version, stay as they are. */
+  POSH_ALIGNED(64) posh_atomic_t unused_attached;
   /* Set once the name has been unlinked.  Synchronization: atomic. */
   posh_atomic_t xunlinked;
 
@@ -439,6 +439,9 @@ int posh__registry_init(posh_heap_t *heap); /* creator: zero slots */
 /* Claim the process slot for the calling process (attach, after fork). */
 int posh__registry_register_process(posh_heap_t *heap);
 void posh__registry_unregister_process(posh_heap_t *heap);
+/* Processes attached: LIVE process slots (fork slots claimed for children
+ * included).  A scan of the registry. */
+uint32_t posh__registry_count_processes(posh_heap_t *heap);
 /* Fork hand-over (objects/object.c): a parent about to fork claims a
  * process slot under its own identity; the child adopts it (pid and start
  * time become the child's, the token stays).  POSH_ESTALE when the slot

@@ -88,10 +88,7 @@ static int claim(posh_heap_t *heap, uint32_t kind, uint32_t *slot_out,
 }
 
 int posh__registry_register_process(posh_heap_t *heap) {
-  int r = claim(heap, POSH_SLOT_PROCESS, &heap->proc_slot, &heap->proc_token);
-  if (r == 0)
-    posh_atomic_fetch_add_full(&heap->hdr->xattached, 1);
-  return r;
+  return claim(heap, POSH_SLOT_PROCESS, &heap->proc_slot, &heap->proc_token);
 }
 
 /* Claim a process slot, in a parent about to fork, for the child: it is
@@ -100,10 +97,7 @@ int posh__registry_register_process(posh_heap_t *heap) {
  * Counts as an attached process. */
 int posh__registry_claim_fork_slot(posh_heap_t *heap, uint32_t *slot_out,
                                    uint32_t *token_out) {
-  int r = claim(heap, POSH_SLOT_PROCESS, slot_out, token_out);
-  if (r == 0)
-    posh_atomic_fetch_add_full(&heap->hdr->xattached, 1);
-  return r;
+  return claim(heap, POSH_SLOT_PROCESS, slot_out, token_out);
 }
 
 int posh__registry_adopt_fork_slot(posh_heap_t *heap, uint32_t slot_idx,
@@ -171,8 +165,22 @@ void posh__registry_unregister_process(posh_heap_t *heap) {
     freed += (unsigned)release_slot(heap, i, token, POSH_SLOT_LIVE);
   }
   posh__pages_note_stale_owners(heap, freed);
-  if (release_slot(heap, heap->proc_slot, heap->proc_token, POSH_SLOT_LIVE))
-    posh_atomic_fetch_add_full(&heap->hdr->xattached, (uint64_t)-1);
+  release_slot(heap, heap->proc_slot, heap->proc_token, POSH_SLOT_LIVE);
+}
+
+uint32_t posh__registry_count_processes(posh_heap_t *heap) {
+  /* Whoever releases its slot (a full-barrier CAS) and then counts cannot
+   * miss a concurrent detacher's release and see it too: of two detachers
+   * at least one sees the other gone. */
+  posh_fence_full();
+  uint32_t n = heap->hdr->max_slots, live = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    uint64_t w, st;
+    posh__slot_read(&heap->slots[i], &w, &st);
+    live += posh__slotw_state(w) == POSH_SLOT_LIVE &&
+            posh__slotw_kind(w) == POSH_SLOT_PROCESS;
+  }
+  return live;
 }
 
 /* Mark a LIVE slot DEAD (same generation).  Idempotent. */
@@ -251,10 +259,8 @@ POSH_EXTERN int posh_heap_reap(posh_heap_t *heap, unsigned *reaped) {
         continue;
       if (release_slot(heap, i, token, POSH_SLOT_DEAD)) {
         freed++;
-        if (kind == POSH_SLOT_PROCESS) {
+        if (kind == POSH_SLOT_PROCESS)
           count++; /* reported in processes; their threads come along */
-          posh_atomic_fetch_add_full(&heap->hdr->xattached, (uint64_t)-1);
-        }
       }
     }
   }
