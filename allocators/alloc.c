@@ -725,7 +725,7 @@ void posh__alloc_stats(posh_heap_t *heap, posh_heap_stats_t *st) {
   st->bytes_free += h->pages_free << POSH_PAGE_SHIFT;
 }
 
-int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, int owner_live,
+int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, int count_stable,
                            char *report, size_t len, size_t *used) {
   uint64_t idx_pg = posh__page_index(heap, pg);
   if (pg->size_class >= (uint32_t)posh__nclasses) {
@@ -766,10 +766,11 @@ int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, int owner_live,
   }
   /* Remote bits may overlap free ones (an interrupted collection) or lie
    * beyond bump (a bogus remote free): both are dropped at collection.
-   * The owner's count may be one off after its owner was killed mid-way;
-   * adoption recomputes it. */
+   * The owner's count may be one off after its owner was killed mid-way
+   * (adoption recomputes it), and it moves under us while another thread
+   * owns the page: it is compared only when count_stable (our own page). */
   uint32_t expect = pg->capacity - nfree;
-  if (owner_live && pg->used != expect) {
+  if (count_stable && pg->used != expect) {
     posh__report(report, len, used, "page %llu: used %u but %u blocks are live\n",
                  (unsigned long long)idx_pg, pg->used, expect);
     return POSH_ECORRUPT;

@@ -453,8 +453,6 @@ int posh__pages_check(posh_heap_t *heap, char *report, size_t len,
     bad = 1;
   }
   uint64_t nfree = 0;
-  uint32_t last_owner = POSH_OWNER_ABANDONED;
-  int last_live = 0;
   uint64_t high = h->pages_high;
   if (high > heap->npages) {
     posh__report(report, len, used, "pages: high-water %llu > %llu pages\n",
@@ -496,13 +494,11 @@ int posh__pages_check(posh_heap_t *heap, char *report, size_t len,
                    (unsigned long long)i);
       bad = 1;
     } else if (kind == POSH_PAGE_SMALL) {
-      /* One liveness look-up (/proc) per run of pages of one owner. */
+      /* The block count is stable only on the checking thread's own pages:
+       * another owner updates its bitmap and count with plain stores, no
+       * lock, so a check racing it would see one without the other. */
       uint32_t owner = posh_atomic32_load_relaxed(&pg->xowner);
-      if (owner != last_owner) {
-        last_owner = owner;
-        last_live = owner != POSH_OWNER_ABANDONED && posh__token_alive(heap, owner, 1);
-      }
-      if (posh__small_page_check(heap, pg, last_live, report, len, used))
+      if (posh__small_page_check(heap, pg, owner == token, report, len, used))
         bad = 1;
     } else if (kind != POSH_PAGE_FREE) {
       posh__report(report, len, used, "pages: page %llu has kind %u\n",

@@ -530,8 +530,9 @@ int posh__pages_check(posh_heap_t *heap, char *report, size_t len,
 /* ---- allocators/alloc.c */
 void posh__alloc_thread_exit(posh__tld_t *tld);
 void posh__alloc_stats(posh_heap_t *heap, posh_heap_stats_t *stats);
-/* owner_live: whether pg's owner is alive (the caller memoises it). */
-int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, int owner_live,
+/* count_stable: pg is the calling thread's own page, so its block count
+ * can be compared with its bitmap (another owner may be mid-update). */
+int posh__small_page_check(posh_heap_t *heap, posh__page_t *pg, int count_stable,
                            char *report, size_t len, size_t *used);
 int posh__size_class_count(void);
 uint32_t posh__size_class_block(int cls);
