@@ -480,8 +480,13 @@ static int open_common(posh_heap_t *heap, const char *lookup_name, uint64_t off,
   posh__obj_hdr_t *o = posh__at(heap, off);
   posh__obj_hold_t **pp = hold_slot(heap, id), *hold = *pp;
   if (hold && hold->proc_token == heap->proc_token) {
-    /* Already held by this process: only check the type. */
-    r = (type && o->type != type) ? POSH_ETYPE : 0;
+    /* Already held by this process, so alive at hold->off: a reference
+     * with this id and another offset names nothing we hold (regression:
+     * it was accepted, and the handle pointed at whatever lay at off). */
+    if (hold->off != off)
+      r = POSH_ESTALE;
+    else
+      r = (type && o->type != type) ? POSH_ETYPE : 0;
   } else {
     r = hold_locked(heap, off, id, type);
   }

@@ -214,6 +214,21 @@ static void test_bad_input(void **state) {
   posh_obj_ref(b, &ref);
   ref.type = POSH_OBJ_DICT;
   assert_int_equal(posh_obj_open_ref(f->h, &ref, &o), POSH_ETYPE);
+  /* The id of an object this process holds with another object's offset
+   * (regression: accepted, giving a handle on the other object without a
+   * reference to it). */
+  posh_obj_t *b2 = make_buffer(f->h, NULL, 8, 0);
+  posh_obj_ref_t r1, r2;
+  assert_int_equal(posh_obj_ref(b, &r1), 0);
+  assert_int_equal(posh_obj_ref(b2, &r2), 0);
+  posh_obj_ref_t forged = r1;
+  forged.off = r2.off;
+  assert_int_equal(posh_obj_open_ref(f->h, &forged, &o), POSH_ESTALE);
+  forged = r2;
+  forged.off = r1.off;
+  assert_int_equal(posh_obj_open_ref(f->h, &forged, &o), POSH_ESTALE);
+  assert_refs(b, 1, 1);
+  assert_int_equal(posh_obj_close(b2), 0);
   assert_int_equal(posh_obj_dup(NULL, &o), POSH_EINVAL);
   assert_int_equal(posh_obj_dup(b, NULL), POSH_EINVAL);
   assert_int_equal(posh_obj_ref(NULL, &ref), POSH_EINVAL);
