@@ -356,6 +356,22 @@ static int try_claim(posh_heap_t *heap, posh__queue_shared_t *sh, uint32_t tok,
        * can only have grown since we read it. */
       uint64_t h = posh_atomic_load_acquire(&sh->xhead);
       if ((int64_t)(t - h) >= (int64_t)sh->max_messages) {
+        /* Full by count.  The head position may hold no message at all: a
+         * producer that died claiming it, or a consumer that took it and
+         * died before moving the head.  Repair or pass it as a consumer
+         * would, or the bound would hold producers until one came. */
+        posh__queue_slot_t *hs = posh__q_slot_at(sh, h);
+        uint64_t hw = posh_atomic_load_acquire(&hs->xword);
+        int32_t hd = (int32_t)(posh__q_lap(hw) - posh__q_lap_of(sh, h));
+        unsigned hst = posh__q_state(hw);
+        if (hd > 0 || (hd == 0 && hst == POSH__Q_TAKEN)) {
+          posh_atomic_cas_bool_full(&sh->xhead, h, h + 1); /* help */
+          continue;
+        }
+        if (hd == 0 && hst == POSH__Q_CLAIMED && owner_dead(heap, hs, hw)) {
+          repair_slot(heap, sh, hs, hw, tok);
+          continue;
+        }
         wo->watch = &sh->xhead;
         wo->val = h;
         return POSH_EAGAIN;
@@ -568,6 +584,10 @@ POSH_EXTERN int posh_queue_put_many(posh_obj_t *q, const struct iovec *msgs,
     *done = 0;
   if (!msgs && n)
     return POSH_EINVAL;
+  if (n == 0) { /* nothing to put, but the handle must still be a queue */
+    void *sh;
+    return posh__obj_get(q, POSH_OBJ_QUEUE, &sh);
+  }
   uint64_t deadline =
       timeout_ns > 0 ? posh__deadline_from_timeout(timeout_ns) : 0;
   for (size_t i = 0; i < n; i++) {

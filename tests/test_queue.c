@@ -462,6 +462,8 @@ static void test_bad_input(void **state) {
   assert_int_equal(len, 0);
   assert_int_equal(posh_queue_info(q, NULL), POSH_EINVAL);
   assert_int_equal(posh_queue_put_many(q, NULL, 1, NULL, 0), POSH_EINVAL);
+  assert_int_equal(posh_queue_put_many(q, NULL, 0, NULL, 0), 0);
+  assert_int_equal(posh_queue_put_many(NULL, NULL, 0, NULL, 0), POSH_EINVAL);
   assert_int_equal(posh_queue_get_many(q, NULL, NULL, 1, NULL, 0), POSH_EINVAL);
   /* Opening by name checks the type. */
   posh_obj_t *q2;
@@ -684,6 +686,32 @@ static void test_kill_claimed(void **state) {
   posh_obj_close(q);
 }
 
+/* The same death in a queue bounded in messages, with no consumer running:
+ * the dead claim counts towards the bound, and another producer must
+ * repair it rather than wait for a consumer (regression test: puts timed
+ * out while the queue reported one message that did not exist). */
+static void test_kill_claimed_bounded(void **state) {
+  fixture_t *f = *state;
+  posh_obj_t *q = mkq(f->heap, NULL, 4, 0, 1, 0);
+  crash_arg_t a = {q, -1, {0}, 0};
+  uint64_t off;
+  pid_t kid = start_crash_child(&a, &off);
+  assert_int_equal(tu_kill(kid), TU_SIGNALED(SIGKILL));
+  assert_int_equal(posh_queue_put(q, "after", 5, 10 * SEC), 0);
+  assert_int_equal(
+      posh_block_state(f->heap, posh_ptr(f->heap, (posh_off_t){off})),
+      POSH_BLOCK_FREE);
+  char b[16];
+  size_t len;
+  assert_int_equal(posh_queue_get(q, b, sizeof b, &len, SEC), 0);
+  assert_int_equal(len, 5);
+  assert_memory_equal(b, "after", 5);
+  assert_int_equal(posh_queue_get(q, b, sizeof b, &len, 0), POSH_EAGAIN);
+  assert_int_equal(posh_heap_reap(f->heap, NULL), 0);
+  assert_int_equal(tu_check(f->heap), 0);
+  posh_obj_close(q);
+}
+
 /* A consumer killed while copying a large message out (slot TAKEN): the
  * others go on, a producer that wraps around to the slot repairs it (frees
  * the block) instead of waiting forever. */
@@ -795,6 +823,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cross_process, setup, teardown),
       cmocka_unit_test_setup_teardown(test_kill_claimed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_kill_claimed_bounded, setup, teardown),
       cmocka_unit_test_setup_teardown(test_kill_taken, setup, teardown),
       cmocka_unit_test_setup_teardown(test_kill_random_producers, setup,
                                       teardown),
