@@ -207,16 +207,21 @@ static void notify(posh_atomic32_t *seq, posh_atomic32_t *sleepers) {
     posh__futex_wake(seq, INT_MAX);
 }
 
-/* Liveness backstop of a long wait: drop the references of dead processes
- * (which finalizes an endpoint nobody alive holds: its peer gets EOF), at
- * most once per REAP_PERIOD_NS per thread. */
-static void backstop_reap(posh_heap_t *heap) {
+/* Liveness backstop of a wait, and of a call about to report "nothing
+ * yet" (a zero timeout, or a deadline that passed): drop the references of
+ * dead processes (which finalizes an endpoint nobody alive holds: its peer
+ * gets EOF), at most once per REAP_PERIOD_NS per thread.  Returns 1 when it
+ * reaped, so the caller looks at the pipe's state again.  Without the
+ * second use a caller that only polls with short timeouts never saw its
+ * dead peer's EOF. */
+static int backstop_reap(posh_heap_t *heap) {
   static POSH_TLS uint64_t last;
   uint64_t now = posh__prim_now_ns();
   if (now - last < REAP_PERIOD_NS)
-    return;
+    return 0;
   last = now;
   posh_heap_reap(heap, NULL);
+  return 1;
 }
 
 /* Append an ABORT frame at tail position t (send_lock held; the reserve
@@ -634,8 +639,12 @@ static int wait_space(struct ctx *c, pipe_chan_t *ch, uint64_t t,
     }
     int r = posh__sync_wait(&ch->xspace_seq, seq, deadline, &ch->xsend_spin,
                             &ch->xspace_sleepers, 1);
-    if (r == POSH_ETIMEDOUT)
+    if (r == POSH_ETIMEDOUT) {
+      if (backstop_reap(c->heap) &&
+          posh_atomic32_load_acquire(&c->core->xclosed[1 - c->side]))
+        return POSH_ECLOSED; /* the receiver was dead: no room will come */
       return r;
+    }
     if (r == POSH_EAGAIN)
       backstop_reap(c->heap);
   }
@@ -770,6 +779,8 @@ static int do_recv(posh_obj_t *end, void *buf, size_t cap, void **alloc_out,
           continue;
         }
         if (timeout_ns == 0) {
+          if (backstop_reap(c.heap))
+            continue; /* a dead peer's end may be finalized now */
           r = POSH_EAGAIN;
           goto out;
         }
@@ -778,8 +789,11 @@ static int do_recv(posh_obj_t *end, void *buf, size_t cap, void **alloc_out,
        * the deadline (it ends, or aborts when the sender dies). */
       r = posh__sync_wait(&ch->xdata_seq, seq, mid ? 0 : deadline,
                           &ch->xrecv_spin, &ch->xdata_sleepers, 1);
-      if (r == POSH_ETIMEDOUT)
+      if (r == POSH_ETIMEDOUT) {
+        if (backstop_reap(c.heap))
+          continue; /* once more: EOF if the peer was dead */
         goto out;
+      }
       if (r == POSH_EAGAIN) {
         if (mid)
           rescue_stream(c.heap, ch, c.token);
@@ -904,11 +918,11 @@ POSH_EXTERN int posh_pipe_poll(posh_obj_t *end, int64_t timeout_ns) {
     if (chan_readable(c.core, ch, c.side))
       return 1;
     if (timeout_ns == 0)
-      return 0;
+      return backstop_reap(c.heap) && chan_readable(c.core, ch, c.side);
     r = posh__sync_wait(&ch->xdata_seq, seq, deadline, &ch->xrecv_spin,
                         &ch->xdata_sleepers, 1);
     if (r == POSH_ETIMEDOUT)
-      return 0;
+      return backstop_reap(c.heap) && chan_readable(c.core, ch, c.side);
     if (r == POSH_EAGAIN)
       backstop_reap(c.heap);
     else if (r)

@@ -545,6 +545,48 @@ static void test_peer_killed_eof(void **state) {
   posh_pipe_close(a);
 }
 
+/* Proves: a reader that only polls or receives with short or zero timeouts
+ * (never one wait long enough for the liveness backstop) still sees its
+ * killed peer's EOF within a few reap periods (regression test: poll(0),
+ * recv(0) and 10 ms polls reported "nothing yet" forever). */
+static void test_peer_killed_eof_short_timeouts(void **state) {
+  (void)state;
+  for (int mode = 0; mode < 3; mode++) {
+    posh_obj_t *a, *b;
+    assert_int_equal(posh_pipe_create(heap, 1, &a, &b), 0);
+    assert_int_equal(posh_obj_bind(b, "pipe.peer2"), 0);
+    posh_pipe_close(b);
+    pid_t pid = spawn_pipe_child("hold", "pipe.peer2", 0);
+    assert_true(pid > 0);
+    char buf[8];
+    size_t got;
+    assert_int_equal(posh_pipe_recv(a, buf, sizeof buf, &got, 20 * SEC), 0);
+    assert_int_equal(posh_obj_unbind(heap, "pipe.peer2"), 0);
+    assert_int_equal(tu_kill(pid), TU_SIGNALED(SIGKILL));
+    uint64_t t0 = tu_now_ms();
+    int r = 0;
+    while (tu_now_ms() - t0 < 10000) {
+      if (mode == 0) {
+        if ((r = posh_pipe_poll(a, 0)) != 0)
+          break;
+      } else if (mode == 1) {
+        if ((r = posh_pipe_poll(a, 10 * 1000 * 1000)) != 0)
+          break;
+      } else if ((r = posh_pipe_recv(a, buf, sizeof buf, &got, 0)) != POSH_EAGAIN) {
+        break;
+      }
+    }
+    if (mode < 2) {
+      if (r != 1)
+        fail_msg("mode %d: poll never reported the dead peer (%d)", mode, r);
+      assert_int_equal(posh_pipe_recv(a, buf, sizeof buf, &got, 0), POSH_ECLOSED);
+    } else if (r != POSH_ECLOSED) {
+      fail_msg("recv(0) returned %s, not POSH_ECLOSED", posh_err_name(r));
+    }
+    posh_pipe_close(a);
+  }
+}
+
 /* A sender that never stops: messages len_of(seq), seq counting from
  * `first`. */
 struct stream_arg {
@@ -856,6 +898,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_fork_and_exec),
       cmocka_unit_test(test_peer_killed_eof),
+      cmocka_unit_test(test_peer_killed_eof_short_timeouts),
       cmocka_unit_test(test_kill_sender),
       cmocka_unit_test(test_kill_sender_reader_waiting),
       cmocka_unit_test(test_kill_receiver),
