@@ -13,6 +13,7 @@
 #include "sync_internal.h"
 #include "posh/dict.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 /* Inlined XXH3: for the short keys of a typical dict the hash is a few
@@ -20,6 +21,19 @@
  * would double that on every get. */
 #define XXH_INLINE_ALL
 #include <xxhash.h>
+
+
+/* Test hook (tests/test_dict.c): a process whose posh__dict_crash_point
+ * equals a crash point's number kills itself there, so the test can check
+ * the dict after a death at that step.  One load and an untaken branch per
+ * point.  1: an entry published, its record not yet marked done; 2: a new
+ * table zeroed, not yet filled or published. */
+int posh__dict_crash_point;
+#define CRASH_POINT(n)                                                       \
+  do {                                                                       \
+    if (posh_unlikely(posh__dict_crash_point == (n)))                        \
+      raise(SIGKILL);                                                        \
+  } while (0)
 
 /* ------------------------------------------------------------------------
  * Layout.
@@ -332,8 +346,9 @@ static void dict_repair(posh_heap_t *h, void *obj) {
   uint64_t cur = posh_atomic_load_relaxed(&d->xtable); /* ours: lock held */
   switch (op) {
   case LOG_ENTRY: {
-    /* Roll back: restore the old contents under a fresh even seq that no
-     * reader can have seen, then free the new blocks.  (A record naming
+    /* Unless the new contents were published: roll back, restoring the
+     * old contents under a fresh even seq that no reader can have seen,
+     * then free the new blocks.  (A record naming
      * no slot of a table inside the heap is damage, not a writer's
      * death: nothing to restore.) */
     uint64_t tcap;
@@ -345,6 +360,17 @@ static void dict_repair(posh_heap_t *h, void *obj) {
     dict_entry_t *e = &t->e[lg->index];
     uint32_t s = posh_atomic32_load_relaxed(&e->xseq);
     uint32_t s0 = posh_atomic32_load_relaxed(&lg->undo.xseq);
+    if (!(s0 & 1u) && s == s0 + 2u) {
+      /* entry_publish finished (its closing even store is there): readers
+       * may have seen the new contents, so rolling back would un-happen a
+       * write they saw.  Roll forward instead, as LOG_ENTRY_DONE; the
+       * counters are recounted below.  (Only the dead writer touched the
+       * entry since the record was armed: it held the lock.) */
+      lg->new_blk[0] = lg->new_blk[1] = 0;
+      free_logged(h, &lg->old_blk[0]);
+      free_logged(h, &lg->old_blk[1]);
+      break;
+    }
     uint32_t m = (s > s0 ? s : s0) | 1u;
     posh_atomic32_store_relaxed(&e->xseq, m);
     /* Store fence: odd before the fields change (as entry_publish). */
@@ -469,20 +495,30 @@ static uint64_t cap_for(uint64_t min_cap, uint64_t n) {
   return c;
 }
 
-static dict_table_t *table_new(posh_heap_t *h, uint64_t cap, int *err) {
+/* The memory of a table of cap slots, not yet initialised (table_init). */
+static dict_table_t *table_alloc(posh_heap_t *h, uint64_t cap, int *err) {
   if (cap > (h->view.capacity - sizeof(dict_table_t)) / DICT_ENTRY_SIZE) {
     *err = POSH_ENOMEM;
     return NULL;
   }
   size_t bytes = sizeof(dict_table_t) + (size_t)cap * DICT_ENTRY_SIZE;
   dict_table_t *t = posh_aligned_alloc(h, DICT_ENTRY_SIZE, bytes);
-  if (!t) {
+  if (!t)
     *err = posh_last_error() ? posh_last_error() : POSH_ENOMEM;
-    return NULL;
-  }
-  memset(t, 0, bytes);
+  return t;
+}
+
+/* An empty table: zeroing faults every page in, most of a growth's time. */
+static void table_init(dict_table_t *t, uint64_t cap) {
+  memset(t, 0, sizeof(dict_table_t) + (size_t)cap * DICT_ENTRY_SIZE);
   t->magic = DICT_TABLE_MAGIC;
   t->cap = cap;
+}
+
+static dict_table_t *table_new(posh_heap_t *h, uint64_t cap, int *err) {
+  dict_table_t *t = table_alloc(h, cap, err);
+  if (t)
+    table_init(t, cap);
   return t;
 }
 
@@ -493,15 +529,20 @@ static int table_replace(posh_heap_t *h, posh__dict_shared_t *d, uint64_t cap,
   int err = 0;
   uint64_t aoff = posh_atomic_load_relaxed(&d->xtable); /* ours: lock held */
   dict_table_t *a = posh__at(h, aoff);
-  dict_table_t *b = table_new(h, cap, &err);
+  dict_table_t *b = table_alloc(h, cap, &err);
   if (!b)
     return err;
   dict_log_t *lg = &d->log;
   lg->table_a = aoff;
   lg->table_b = posh__off_of(h, b);
   /* Release: the record's fields before it is armed (kill -9 order; a
-   * repairer reads it after its acquiring CAS on the lock word). */
+   * repairer reads it after its acquiring CAS on the lock word).  Armed
+   * before the new table is zeroed, the longest step: a death there frees
+   * it instead of leaking it (the repair of an unpublished table only
+   * frees it). */
   posh_atomic32_store_release(&lg->xop, clear ? LOG_CLEAR : LOG_RESIZE);
+  table_init(b, cap);
+  CRASH_POINT(2);
   if (!clear) {
     uint64_t mask = cap - 1;
     for (uint64_t i = 0; i < a->cap; i++) {
@@ -623,6 +664,7 @@ static void entry_commit(posh_heap_t *h, posh__dict_shared_t *d,
   posh_atomic32_store_release(&lg->xop, LOG_ENTRY);
   uint32_t was = e->state;
   entry_publish(e, ne);
+  CRASH_POINT(1);
   if (was == E_EMPTY)
     t->used++;
   if (was == E_LIVE && ne->state != E_LIVE)

@@ -911,6 +911,83 @@ static void test_damaged_entry(void **state) {
   drop_heap(h, name);
 }
 
+/* objects/dict.c's test hook: the crash point this process dies at. */
+extern int posh__dict_crash_point;
+
+struct dict_crash_arg {
+  posh_obj_t *d;
+  int point;
+};
+static int dict_crash_child(void *p) {
+  struct dict_crash_arg *a = p;
+  posh__dict_crash_point = a->point;
+  static char big[200];
+  memset(big, 'N', sizeof big);
+  if (a->point == 1)
+    posh_dict_set(a->d, "k", 1, big, sizeof big);
+  for (int i = 0; i < 1000; i++) { /* point 2: the first growth */
+    char k[16];
+    int n = snprintf(k, sizeof k, "g%d", i);
+    posh_dict_set(a->d, k, (size_t)n, "v", 1);
+  }
+  return 0; /* the crash point was not reached: the parent fails */
+}
+
+/* Proves: a writer killed right after publishing an entry (its record not
+ * yet marked done) leaves the new value, which readers may already have
+ * seen: the repair rolls forward, not back (regression test: it restored
+ * the old value after readers had read the new one); and a writer killed
+ * while growing the table, before publishing the new one, leaks nothing
+ * (regression test: the record was armed only after the new table was
+ * zeroed, so a death in the zeroing, the longest step, leaked the table). */
+static void test_crash_points(void **state) {
+  (void)state;
+  char name[64];
+  posh_heap_t *h = new_heap(name, sizeof name);
+  char buf[256];
+  size_t vl;
+  /* 1: published, not done. */
+  posh_obj_t *d;
+  assert_int_equal(posh_dict_create(h, NULL, NULL, &d), 0);
+  uint64_t empty = tu_bytes_in_use(h);
+  static char old[150];
+  memset(old, 'O', sizeof old);
+  assert_int_equal(posh_dict_set(d, "k", 1, old, sizeof old), 0);
+  struct dict_crash_arg a = {d, 1};
+  assert_int_equal(tu_run_child(dict_crash_child, &a, 20000), TU_SIGNALED(SIGKILL));
+  assert_int_equal(posh_dict_get(d, "k", 1, buf, sizeof buf, &vl), 0);
+  assert_int_equal(vl, 200); /* published: readers see it before any repair */
+  assert_int_equal(set_str(d, "other", "x"), 0); /* takes the lock: repairs */
+  assert_int_equal(posh_dict_get(d, "k", 1, buf, sizeof buf, &vl), 0);
+  if (vl != 200 || buf[0] != 'N')
+    fail_msg("after the repair \"k\" has a %zu-byte value '%c...': rolled back", vl,
+             buf[0]);
+  size_t len;
+  assert_int_equal(posh_dict_len(d, &len), 0);
+  assert_int_equal(len, 2);
+  assert_int_equal(tu_check(h), 0);
+  assert_int_equal(posh_dict_delete(d, "k", 1), 0);
+  assert_int_equal(posh_dict_delete(d, "other", 5), 0);
+  assert_int_equal(tu_bytes_in_use(h), empty); /* old block freed, new one kept */
+  assert_int_equal(posh_obj_close(d), 0);
+
+  /* 2: growth, new table zeroed, not published. */
+  assert_int_equal(posh_dict_create(h, NULL, NULL, &d), 0);
+  uint64_t before = tu_bytes_in_use(h);
+  a = (struct dict_crash_arg){d, 2};
+  assert_int_equal(tu_run_child(dict_crash_child, &a, 20000), TU_SIGNALED(SIGKILL));
+  assert_int_equal(posh_dict_len(d, &len), 0);
+  assert_true(len > 0); /* the keys set before the growth (inline: no blocks) */
+  /* A delete takes the lock (repairs) and cannot grow the table. */
+  assert_int_equal(posh_dict_delete(d, "g0", 2), 0);
+  uint64_t after = tu_bytes_in_use(h);
+  if (after != before)
+    fail_msg("a death in the growth leaked %lld bytes", (long long)(after - before));
+  assert_int_equal(tu_check(h), 0);
+  assert_int_equal(posh_obj_close(d), 0);
+  drop_heap(h, name);
+}
+
 int main(int argc, char **argv) {
   tu_init(argc, argv);
   const struct CMUnitTest tests[] = {
@@ -926,6 +1003,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_kill_stress),
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_damaged_entry),
+      cmocka_unit_test(test_crash_points),
   };
   return cmocka_run_group_tests(tests, NULL, tu_group_teardown);
 }
