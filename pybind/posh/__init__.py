@@ -30,6 +30,7 @@ from .queues import Queue, SimpleQueue, JoinableQueue, Pipe
 from .context import get_context, PoshContext
 from .pool import Pool, WorkerLostError, PoolTerminatedError
 from .managers import Manager, SyncManager
+from . import util, reduction  # noqa: F401  (multiprocessing.util, ...)
 
 # Re-exported from multiprocessing, so `import posh as multiprocessing`
 # works for them.
@@ -38,7 +39,9 @@ from multiprocessing import (Process, current_process, parent_process,
                              get_start_method, get_all_start_methods,
                              freeze_support, set_executable,
                              set_forkserver_preload, AuthenticationError,
-                             BufferTooShort, ProcessError, TimeoutError)
+                             BufferTooShort, ProcessError, TimeoutError,
+                             log_to_stderr, get_logger,
+                             allow_connection_pickling, reducer)
 
 __version__ = "0.1.0"
 
@@ -52,6 +55,7 @@ __all__ = [
     "heap_info", "dumps", "loads", "PoshError", "HeapBuffer",
     "Pool", "WorkerLostError", "PoolTerminatedError", "Manager", "SyncManager",
     "AuthenticationError", "BufferTooShort", "ProcessError", "TimeoutError",
+    "log_to_stderr", "get_logger", "allow_connection_pickling", "reducer",
 ]
 
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

@@ -10,8 +10,10 @@ worker processes exactly as multiprocessing's proxies can.
 
 What stays as in multiprocessing: the factory methods and their
 signatures, start()/shutdown()/join(), the context manager, the proxy
-behaviour of the returned objects (Value has .value/.get()/.set(), Array
-supports indexing and len(), Namespace has attributes).
+behaviour of the returned objects (Value has .value/.get()/.set() and
+holds any picklable object, its typecode only recorded; Array supports
+indexing and len(); Queue is joinable, as queue.Queue: task_done()/join();
+Namespace has attributes).
 
 What differs: there is no server, so address/authkey are accepted and
 ignored, connect() has nothing to do, start()'s initializer runs in the
@@ -74,26 +76,36 @@ def _rebuild_namespace(d):
 
 
 class ValueProxy:
-    """multiprocessing.managers.ValueProxy over a posh Value."""
+    """multiprocessing.managers.ValueProxy: the manager's Value holds any
+    picklable object (the typecode is only recorded, as multiprocessing's
+    does), kept in a one-item posh.list so every process sees the same
+    value; get()/set() are single atomic operations on it."""
 
-    __slots__ = ("_v",)
+    __slots__ = ("_typecode", "_cell")
 
-    def __init__(self, v):
-        self._v = v
+    def __init__(self, typecode, cell):
+        self._typecode = typecode
+        self._cell = cell
+
+    @property
+    def typecode(self):
+        """The typecode given to Manager().Value (not enforced)."""
+        return self._typecode
 
     def get(self):
-        return self._v.value
+        return self._cell[0]
 
     def set(self, value):
-        self._v.value = value
+        self._cell[0] = value
 
     value = property(get, set)
 
     def __reduce__(self):
-        return (ValueProxy, (self._v,))
+        return (ValueProxy, (self._typecode, self._cell))
 
     def __repr__(self):
-        return "%s(%r)" % (type(self).__name__, self._v.value)
+        return "%s(%r, %r)" % (type(self).__name__, self._typecode,
+                               self._cell[0])
 
 
 class ArrayProxy:
@@ -198,7 +210,7 @@ class SyncManager(BaseManager):
     """multiprocessing.managers.SyncManager with every object in shared
     memory."""
 
-    def dict(self, *args, **kwds):
+    def dict(self, /, *args, **kwds):
         self._check()
         import posh
         d = posh.dict()
@@ -216,9 +228,11 @@ class SyncManager(BaseManager):
         return Namespace(**kwds)
 
     def Queue(self, maxsize=0):
+        # multiprocessing's is a proxy of a queue.Queue, which has
+        # task_done() and join(): a posh.JoinableQueue is the match.
         self._check()
         import posh
-        return posh.Queue(maxsize)
+        return posh.JoinableQueue(maxsize)
 
     def JoinableQueue(self, maxsize=0):
         self._check()
@@ -261,9 +275,11 @@ class SyncManager(BaseManager):
         return posh.Barrier(parties, action, timeout)
 
     def Value(self, typecode, value, lock=True):
+        # As multiprocessing: any picklable value, the typecode is only
+        # recorded, lock is accepted and ignored.
         self._check()
         import posh
-        return ValueProxy(posh.Value(typecode, value, lock=lock))
+        return ValueProxy(typecode, posh.list([value]))
 
     def Array(self, typecode, sequence, lock=True):
         self._check()

@@ -11,6 +11,7 @@ memory.  Objects pickle as a reference (offset + unique id) and are freed
 when the last process holding one closes it or dies.
 """
 import ctypes
+import operator
 
 from . import _posh
 from ._posh import ObjBase
@@ -39,6 +40,16 @@ def _typecode(typecode_or_type):
         raise TypeError("posh supports the type codes %s and their ctypes "
                         "types, not %r" % ("".join(_CNAMES),
                                            typecode_or_type)) from None
+
+
+def _index(i):
+    """An item index: int or any __index__ object (numpy integers), as
+    ctypes arrays; TypeError otherwise."""
+    try:
+        return operator.index(i)
+    except TypeError:
+        raise TypeError("indices must be integers, not %s"
+                        % type(i).__name__) from None
 
 
 def _rebuild(cls, ref, handle, ext_lock):
@@ -170,9 +181,10 @@ class Array(_Shared):
 
     def __init__(self, typecode_or_type, size_or_initializer, *, lock=True,
                  ctx=None):
-        if isinstance(size_or_initializer, int):
-            n, init = size_or_initializer, None
-        else:
+        try:
+            # a size: int or any __index__ object (numpy integers)
+            n, init = operator.index(size_or_initializer), None
+        except TypeError:
             init = list(size_or_initializer)
             n = len(init)
         self._init(_posh.OBJ_ARRAY, typecode_or_type, n, lock)
@@ -195,6 +207,7 @@ class Array(_Shared):
             if isinstance(i, slice):
                 items = [self._getitem(j) for j in range(*i.indices(n))]
                 return b"".join(items) if self._typecode == "c" else items
+            i = _index(i)
             if i < 0:
                 i += n
             return self._getitem(i)
@@ -212,6 +225,7 @@ class Array(_Shared):
                 for j, x in zip(idx, v):
                     self._setitem(j, x)
                 return
+            i = _index(i)
             if i < 0:
                 i += n
             self._setitem(i, v)

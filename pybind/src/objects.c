@@ -171,8 +171,16 @@ static int from_py(char tc, PyObject *v, void *p) {
       *(char *)p = PyBytes_AS_STRING(v)[0];
       return 0;
     }
-    if (PyLong_Check(v)) {
-      long x = PyLong_AsLong(v);
+    if (PyByteArray_Check(v) && PyByteArray_GET_SIZE(v) == 1) {
+      *(char *)p = PyByteArray_AS_STRING(v)[0];
+      return 0;
+    }
+    if (PyIndex_Check(v)) { /* int, numpy integers: __index__ */
+      PyObject *iv = PyNumber_Index(v);
+      if (iv == NULL)
+        return -1;
+      long x = PyLong_AsLong(iv);
+      Py_DECREF(iv);
       if (x == -1 && PyErr_Occurred())
         return -1;
       *(char *)p = (char)x;
@@ -191,12 +199,18 @@ static int from_py(char tc, PyObject *v, void *p) {
       *(double *)p = d;
     return 0;
   }
-  if (!PyLong_Check(v)) {
+  /* As ctypes: anything with __index__ (int, bool, numpy integers), not
+   * floats. */
+  if (PyFloat_Check(v) || !PyIndex_Check(v)) {
     PyErr_Format(PyExc_TypeError, "int expected instead of %s",
                  Py_TYPE(v)->tp_name);
     return -1;
   }
-  unsigned long long x = PyLong_AsUnsignedLongLongMask(v);
+  PyObject *iv = PyNumber_Index(v);
+  if (iv == NULL)
+    return -1;
+  unsigned long long x = PyLong_AsUnsignedLongLongMask(iv);
+  Py_DECREF(iv);
   if (x == (unsigned long long)-1 && PyErr_Occurred())
     return -1;
   switch (tc) {
@@ -249,7 +263,8 @@ static PyObject *ob_set(ObjBase *self, PyObject *v) {
 /* Array: _getitem(i) / _setitem(i, v): one item, no lock (the Python
  * layer takes it) */
 static PyObject *ob_getitem(ObjBase *self, PyObject *arg) {
-  Py_ssize_t i = PyLong_AsSsize_t(arg);
+  /* any __index__ object (numpy integers too); a float is a TypeError */
+  Py_ssize_t i = PyNumber_AsSsize_t(arg, PyExc_IndexError);
   if (i == -1 && PyErr_Occurred())
     return NULL;
   if (ob_check(self) < 0)

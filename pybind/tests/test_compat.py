@@ -4,6 +4,7 @@
 objects are posh's, and posh objects handed to ProcessPoolExecutor
 workers."""
 import concurrent.futures as cf
+import importlib
 import multiprocessing as mp
 import unittest
 
@@ -47,6 +48,35 @@ class CompatTest(unittest.TestCase):
         self.assertEqual(multiprocessing.cpu_count(), mp.cpu_count())
         self.assertEqual(multiprocessing.current_process().name,
                          "MainProcess")
+
+    # Every name of multiprocessing.__all__ exists in posh and is exported
+    # by `from posh import *`; the logging and pickling helpers are
+    # multiprocessing's own.
+    def test_all_names(self):
+        missing = [n for n in mp.__all__ if not hasattr(posh, n)]
+        self.assertEqual(missing, [])
+        self.assertEqual([n for n in mp.__all__ if n not in posh.__all__],
+                         [])
+        ns = {}
+        exec("from posh import *", ns)
+        self.assertTrue(set(mp.__all__) <= set(ns))
+        self.assertIs(posh.get_logger(), mp.get_logger())
+        import multiprocessing.util as mputil
+        saved = (list(mp.get_logger().handlers), mputil._log_to_stderr)
+        try:
+            self.assertIs(posh.log_to_stderr(), mp.get_logger())
+        finally:  # leave the logger as it was for the other tests
+            mp.get_logger().handlers[:] = saved[0]
+            mputil._log_to_stderr = saved[1]
+        self.assertIs(posh.reducer.ForkingPickler, mp.reducer.ForkingPickler)
+        posh.allow_connection_pickling()
+        # the submodules, as multiprocessing.util / multiprocessing.reduction
+        for m in ("util", "reduction"):
+            mod = importlib.import_module("posh." + m)
+            mpmod = importlib.import_module("multiprocessing." + m)
+            self.assertIs(getattr(posh, m), mod)
+            for n in mpmod.__all__:
+                self.assertIs(getattr(mod, n), getattr(mpmod, n), (m, n))
 
     # get_context(method) gives that start method's Process and posh's
     # objects.

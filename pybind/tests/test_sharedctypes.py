@@ -130,6 +130,62 @@ class ValueTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             posh.Array("i", -1)
 
+    # numpy scalars are accepted as ctypes accepts them: integers (through
+    # __index__) for the integer codes and 'c', anything float-like for
+    # 'f'/'d'; indexes and sizes may be numpy integers; a numpy array is an
+    # initializer.  Non-numbers stay a TypeError.
+    @unittest.skipIf(np is None, "numpy missing")
+    def test_numpy_scalars(self):
+        for tc, x, want in (("i", np.int64(-7), -7), ("q", np.int32(5), 5),
+                            ("B", np.uint8(200), 200),
+                            ("b", np.int16(300), 44),  # wraps as ctypes
+                            ("Q", np.uint64(2**64 - 1), 2**64 - 1),
+                            ("l", np.intp(3), 3), ("I", np.uint32(7), 7),
+                            ("d", np.float64(2.5), 2.5),
+                            ("f", np.float32(1.5), 1.5),
+                            ("d", np.int64(4), 4.0),
+                            ("c", np.uint8(65), b"A")):
+            with self.subTest(typecode=tc, value=repr(x)):
+                v = posh.Value(tc, x)
+                self.assertEqual(v.value, want)
+                v.value = x
+                self.assertEqual(v.value, want)
+                r = posh.RawValue(tc)
+                r.value = x
+                self.assertEqual(r.value, want)
+        self.assertEqual(posh.Value("b", np.int16(300)).value,
+                         ctypes.c_byte(np.int16(300)).value)
+        a = posh.Array("q", np.arange(4))
+        self.assertEqual(a[:], [0, 1, 2, 3])
+        a[np.int64(2)] = np.int64(9)
+        a[np.int32(-1)] = np.uint8(7)
+        self.assertEqual((a[np.int64(2)], a[np.intp(-1)], a[np.uint8(0)]),
+                         (9, 7, 0))
+        a[:] = np.array([5, 6, 7, 8], dtype=np.int32)
+        self.assertEqual(a[:], [5, 6, 7, 8])
+        with self.assertRaises(IndexError):
+            a[np.int64(4)]
+        self.assertEqual(posh.Array("d", np.linspace(0, 1, 3))[:],
+                         [0.0, 0.5, 1.0])
+        self.assertEqual(len(posh.Array("i", np.int64(3))), 3)
+        self.assertEqual(posh.RawArray("B", np.array([1, 2], np.uint8))[:],
+                         [1, 2])
+        for tc, bad in (("i", 1.5), ("i", np.float64(1.0)), ("i", "3"),
+                        ("q", None), ("d", "x"), ("c", "x")):
+            with self.subTest(typecode=tc, bad=repr(bad)):
+                with self.assertRaises(TypeError):
+                    posh.Value(tc, bad)
+        with self.assertRaises(OverflowError):
+            posh.Value("d", 10**400)  # as ctypes.c_double
+        for bad in (1.0, np.float64(1), "1", None):
+            with self.subTest(index=repr(bad)):
+                with self.assertRaises(TypeError):
+                    a[bad]
+                with self.assertRaises(TypeError):
+                    a[bad] = 1
+        with self.assertRaises(TypeError):
+            a._getitem(1.0)
+
     # The data is a buffer: memoryview and numpy see the shared memory.
     @unittest.skipIf(np is None, "numpy missing")
     def test_numpy_view(self):
