@@ -14,6 +14,7 @@ Process / ProcessPoolExecutor under every start method.
 """
 import builtins
 import collections.abc as _abc
+import operator as _operator
 
 from . import _posh
 from ._posh import DictBase, ListBase
@@ -33,10 +34,11 @@ def _rebuild(cls, ref, handle):
 
 
 class SharedDict(DictBase):
-    """posh.dict(mapping_or_iterable=(), **kwargs): a shared dict."""
+    """posh.dict(mapping_or_iterable=(), **kwargs): a shared dict, in
+    insertion order (as dict)."""
     __slots__ = ()
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, /, *args, **kwargs):
         if len(args) > 1:
             raise TypeError("dict expected at most 1 argument, got %d"
                             % len(args))
@@ -49,6 +51,9 @@ class SharedDict(DictBase):
 
     def __iter__(self):
         return iter(self._items(0))
+
+    def __reversed__(self):
+        return reversed(self._items(0))
 
     def keys(self):
         """A list of the keys (a snapshot)."""
@@ -70,10 +75,10 @@ class SharedDict(DictBase):
                 raise
             return default
 
-    def update(self, other=(), **kwargs):
-        if isinstance(other, _abc.Mapping):
-            for k in other.keys():
-                self[k] = other[k]
+    def update(self, other=(), /, **kwargs):
+        if isinstance(other, (SharedDict, _dict)):
+            for k, v in other.items():  # one snapshot of a SharedDict
+                self[k] = v
         elif hasattr(other, "keys"):
             for k in other.keys():
                 self[k] = other[k]
@@ -88,7 +93,7 @@ class SharedDict(DictBase):
         return _dict(self._items(2))
 
     @classmethod
-    def fromkeys(cls, iterable, value=None):
+    def fromkeys(cls, iterable, value=None, /):
         d = cls()
         for k in iterable:
             d[k] = value
@@ -110,6 +115,13 @@ class SharedDict(DictBase):
             return NotImplemented
         d = self.copy()
         d.update(other)
+        return d
+
+    def __ror__(self, other):
+        if not isinstance(other, _abc.Mapping):
+            return NotImplemented
+        d = _dict(other)
+        d.update(self.copy())
         return d
 
     def __ior__(self, other):
@@ -135,10 +147,9 @@ class SharedList(ListBase):
     """posh.list(iterable=()): a shared list."""
     __slots__ = ()
 
-    def __init__(self, iterable=()):
+    def __init__(self, iterable=(), /):
         self._create()
-        if iterable:
-            self.extend(iterable)
+        self.extend(iterable)  # any iterable (no truth test: numpy arrays)
 
     def __reduce__(self):
         return (_rebuild, (type(self), self._ref(), _posh.heap_handle()))
@@ -174,7 +185,10 @@ class SharedList(ListBase):
         by index (if the list changed meanwhile, an item at that index
         equal to x is removed; else the search starts again)."""
         while True:
-            i = self._snapshot().index(x)  # ValueError as list
+            try:
+                i = self._snapshot().index(x)
+            except ValueError:
+                raise ValueError("list.remove(x): x not in list") from None
             try:
                 if self[i] == x:
                     del self[i]
@@ -204,7 +218,9 @@ class SharedList(ListBase):
         return self
 
     def __imul__(self, n):
-        if not isinstance(n, int):
+        try:
+            n = _operator.index(n)
+        except TypeError:
             return NotImplemented
         if n <= 0:
             self.clear()
@@ -226,7 +242,9 @@ class SharedList(ListBase):
         return o + self._snapshot()
 
     def __mul__(self, n):
-        if not isinstance(n, int):
+        try:
+            n = _operator.index(n)
+        except TypeError:
             return NotImplemented
         return self._snapshot() * n
 

@@ -16,6 +16,11 @@
  * releases a given old value; list overwrites read the old value and then
  * set (no swap in the C list), and the release is idempotent (codec's
  * dropped bit), so a race can only leak (never free too early).
+ *
+ * Dict order: each stored value carries its key's insertion stamp (see
+ * VHDR below); iteration sorts by it and popitem pops the largest, so the
+ * dict keeps Python's insertion order (an overwrite keeps the place, a
+ * delete + insert goes to the end).
  */
 #include "pyposh.h"
 
@@ -131,12 +136,47 @@ static PyObject *cont_ref(Cont *self, PyObject *unused) {
   return Py_BuildValue("(KK)", off, id);
 }
 
+/* Dict values: a stored value is a header (VHDR bytes: VHDR_TAG, then the
+ * entry's insertion stamp, a native-endian u64) followed by the codec
+ * encoding.  The stamp is taken from the dict's counter (the value of the
+ * empty key, which no codec key encoding is) when the key is first
+ * inserted and kept by overwrites, so that sorting by it gives insertion
+ * order.  Values without the header (none are written by this binding)
+ * read as stamp 0. */
+#define VHDR 9
+#define VHDR_TAG 0x01
+
+static inline size_t val_skip(const void *p, size_t n) {
+  return n >= VHDR && ((const unsigned char *)p)[0] == VHDR_TAG ? VHDR : 0;
+}
+
+static inline uint64_t val_stamp(const void *p, size_t n) {
+  uint64_t s = 0;
+  if (val_skip(p, n))
+    memcpy(&s, (const unsigned char *)p + 1, sizeof s);
+  return s;
+}
+
+/* Decode / release the encoding of a stored dict value. */
+static PyObject *val_decode(const void *p, size_t n, int copy, int *stale) {
+  size_t h = val_skip(p, n);
+  return pyposh_decode((const unsigned char *)p + h, n - h, copy, 0, stale);
+}
+
+static void val_release(const void *p, size_t n) {
+  size_t h = val_skip(p, n);
+  p = (const unsigned char *)p + h;
+  n -= h;
+  if (PYPOSH_HAS_OOB(p, n) && pyposh_release(p, n) < 0)
+    PyErr_Clear();
+}
+
 /* Release the stored references of every value (the object is about to be
  * freed by this, its last handle). */
 static int dict_release_visit(const void *key, size_t klen, const void *val,
                               size_t vlen, void *arg) {
-  if (PYPOSH_HAS_OOB(val, vlen) && pyposh_release(val, vlen) < 0)
-    PyErr_Clear();
+  if (klen) /* not the stamp counter */
+    val_release(val, vlen);
   return 0;
 }
 
@@ -188,7 +228,7 @@ typedef int (*read_fn)(Cont *self, const void *arg, void *buf, size_t cap,
                        size_t *len);
 
 static PyObject *read_decode(Cont *self, read_fn rd, const void *arg,
-                             int copy) {
+                             int copy, int hdr) {
   unsigned char stack[STACK];
   for (int tries = 0;; tries++) {
     if (tries == MAX_TRIES)
@@ -211,7 +251,8 @@ static PyObject *read_decode(Cont *self, read_fn rd, const void *arg,
       return (PyObject *)(intptr_t)r; /* caller maps: never a valid ptr */
     }
     int stale = 0;
-    PyObject *o = pyposh_decode(p, len, copy, 0, &stale);
+    PyObject *o = hdr ? val_decode(p, len, copy, &stale)
+                      : pyposh_decode(p, len, copy, 0, &stale);
     free(heap);
     if (o || !stale)
       return o;
@@ -235,7 +276,7 @@ static PyObject *dict_lookup(Cont *self, PyObject *key, int copy,
   *missing = 0;
   if (cont_check(self) < 0 || pyposh_encode(key, 1, &k) < 0)
     return NULL;
-  PyObject *o = read_decode(self, dict_read, &k, copy);
+  PyObject *o = read_decode(self, dict_read, &k, copy, 1);
   pyposh_buf_free(&k);
   if (IS_ERR(o)) {
     int r = (int)(intptr_t)o;
@@ -318,7 +359,7 @@ static PyObject *dict_get_many(Cont *self, PyObject *args, PyObject *kw) {
       if (res == POSH_ENOENT) {
         o = Py_NewRef(dflt);
       } else if (res == 0) {
-        o = pyposh_decode(rq[i].buf, rq[i].vlen, copy, 0, &stale);
+        o = val_decode(rq[i].buf, rq[i].vlen, copy, &stale);
         if (!o && !stale) {
           r = -1; /* decode error, exception set */
           break;
@@ -357,11 +398,69 @@ fail:
   return NULL;
 }
 
+/* A value to store: the header (stamp set by sval_stamp) + encoding. */
+typedef struct {
+  unsigned char *p;
+  size_t len;
+  unsigned char *heap;
+  unsigned char small[VHDR + 256];
+} sval_t;
+
+static int sval_make(sval_t *s, const pyposh_buf_t *v) {
+  s->len = VHDR + v->len;
+  s->heap = NULL;
+  s->p = s->small;
+  if (s->len > sizeof s->small && !(s->p = s->heap = malloc(s->len))) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  s->p[0] = VHDR_TAG;
+  memcpy(s->p + VHDR, v->p, v->len);
+  return 0;
+}
+
+static inline void sval_stamp(sval_t *s, uint64_t stamp) {
+  memcpy(s->p + 1, &stamp, sizeof stamp);
+}
+
+static inline void sval_free(sval_t *s) { free(s->heap); }
+
+/* A new insertion stamp: the dict's counter (the value of the empty key,
+ * a u64), incremented by compare-and-swap (so that stamps are unique and
+ * increase in the order they are taken, across processes). */
+static int next_stamp(Cont *self, uint64_t *out) {
+  for (;;) {
+    uint64_t c = 0, n;
+    size_t len = 0;
+    int r = posh_dict_get(self->obj, NULL, 0, &c, sizeof c, &len);
+    if (r == POSH_ENOENT) {
+      n = 1;
+      r = posh_dict_cas(self->obj, NULL, 0, NULL, 0, &n, sizeof n);
+      if (r == POSH_EEXIST)
+        continue;
+    } else if (r == 0 && len == sizeof c) {
+      n = c + 1;
+      r = posh_dict_cas(self->obj, NULL, 0, &c, sizeof c, &n, sizeof n);
+      if (r == POSH_EAGAIN || r == POSH_ENOENT)
+        continue;
+    } else if (r == 0 || r == POSH_EMSGSIZE) {
+      return POSH_EINVAL; /* not a counter: not a posh.dict's */
+    }
+    if (r == 0)
+      *out = n;
+    return r;
+  }
+}
+
 /* Store k -> v (encoded), releasing the old value's heap blocks: exactly
- * the process whose compare-and-swap replaced the old value releases it. */
+ * the process whose compare-and-swap replaced the old value releases it.
+ * A new key gets a new stamp; an overwrite keeps the old value's. */
 static int dict_store(Cont *self, const pyposh_buf_t *k,
                       const pyposh_buf_t *v) {
   unsigned char stack[STACK];
+  sval_t s;
+  if (sval_make(&s, v) < 0)
+    return -1;
   for (;;) {
     size_t len = 0;
     void *heap = NULL;
@@ -371,6 +470,7 @@ static int dict_store(Cont *self, const pyposh_buf_t *k,
       free(heap);
       heap = malloc(len ? len : 1);
       if (!heap) {
+        sval_free(&s);
         PyErr_NoMemory();
         return -1;
       }
@@ -378,19 +478,28 @@ static int dict_store(Cont *self, const pyposh_buf_t *k,
       old = heap;
     }
     if (r == POSH_ENOENT) {
-      r = posh_dict_cas(self->obj, k->p, k->len, NULL, 0, v->p, v->len);
-      if (r == POSH_EEXIST)
-        continue; /* inserted meanwhile */
+      uint64_t stamp;
+      r = next_stamp(self, &stamp);
+      if (r == 0) {
+        sval_stamp(&s, stamp);
+        r = posh_dict_cas(self->obj, k->p, k->len, NULL, 0, s.p, s.len);
+        if (r == POSH_EEXIST) {
+          free(heap);
+          continue; /* inserted meanwhile (the stamp is left unused) */
+        }
+      }
     } else if (r == 0) {
-      r = posh_dict_cas(self->obj, k->p, k->len, old, len, v->p, v->len);
+      sval_stamp(&s, val_stamp(old, len));
+      r = posh_dict_cas(self->obj, k->p, k->len, old, len, s.p, s.len);
       if (r == POSH_EAGAIN || r == POSH_ENOENT) {
         free(heap);
         continue; /* changed meanwhile */
       }
-      if (r == 0 && PYPOSH_HAS_OOB(old, len) && pyposh_release(old, len) < 0)
-        PyErr_Clear();
+      if (r == 0)
+        val_release(old, len);
     }
     free(heap);
+    sval_free(&s);
     if (r < 0) {
       pyposh_error(r);
       return -1;
@@ -431,15 +540,14 @@ static int dict_remove(Cont *self, const pyposh_buf_t *k, PyObject **out) {
     /* we removed it: its stored references are still there (ours to
      * drop), so the decode cannot be stale */
     int stale = 0;
-    *out = pyposh_decode(p, len, 0, 0, &stale);
+    *out = val_decode(p, len, 0, &stale);
     if (!*out) {
       if (stale)
         PyErr_SetString(PyExc_RuntimeError, "posh: popped value released");
       ret = -1;
     }
   }
-  if (PYPOSH_HAS_OOB(p, len) && pyposh_release(p, len) < 0)
-    PyErr_Clear();
+  val_release(p, len);
   free(heap);
   return ret;
 }
@@ -484,7 +592,13 @@ static int dict_contains(Cont *self, PyObject *key) {
   return -1;
 }
 
-static Py_ssize_t dict_len(Cont *self) { return cont_len(self, posh_dict_len); }
+/* len(): the C dict's, less the stamp counter (the empty key). */
+static Py_ssize_t dict_len(Cont *self) {
+  Py_ssize_t n = cont_len(self, posh_dict_len);
+  if (n > 0 && posh_dict_contains(self->obj, NULL, 0) == 0)
+    n--;
+  return n;
+}
 
 /* _pop(key) -> value; KeyError when absent */
 static PyObject *dict_pop_m(Cont *self, PyObject *key) {
@@ -499,55 +613,83 @@ static PyObject *dict_pop_m(Cont *self, PyObject *key) {
   return r == 1 ? o : NULL;
 }
 
-/* popitem() -> (key, value); KeyError when empty */
+/* The walks below are posh_dict_foreach visits (weakly consistent: see
+ * posh/dict.h); a visit returns WALK_PYERR to stop on a Python error. */
+#define WALK_PYERR 1
+
+static PyObject *walk_error(int r) {
+  return r == WALK_PYERR ? NULL : pyposh_error(r);
+}
+
+/* The key (encoded) of the item with the largest stamp. */
+typedef struct {
+  unsigned char *key;
+  size_t klen, kcap;
+  uint64_t stamp;
+  int found;
+} last_t;
+
+static int last_visit(const void *key, size_t klen, const void *val,
+                      size_t vlen, void *arg) {
+  last_t *l = arg;
+  uint64_t st = val_stamp(val, vlen);
+  if (!klen || (l->found && st <= l->stamp))
+    return 0; /* the stamp counter, or older */
+  if (klen > l->kcap) {
+    unsigned char *nk = realloc(l->key, klen);
+    if (!nk) {
+      PyErr_NoMemory();
+      return WALK_PYERR;
+    }
+    l->key = nk;
+    l->kcap = klen;
+  }
+  memcpy(l->key, key, klen);
+  l->klen = klen;
+  l->stamp = st;
+  l->found = 1;
+  return 0;
+}
+
+/* popitem() -> (key, value): the last inserted item (largest stamp);
+ * KeyError when empty.  One walk to find it, then an atomic pop of that
+ * key: if another process popped it first, the walk starts again (two
+ * processes never pop the same item). */
 static PyObject *dict_popitem(Cont *self, PyObject *unused) {
   if (cont_check(self) < 0)
     return NULL;
-  unsigned char ks[STACK], vs[STACK];
-  void *kh = NULL, *vh = NULL;
-  void *kb = ks, *vb = vs;
-  size_t kc = sizeof ks, vc = sizeof vs, kl = 0, vl = 0;
-  int r;
-  while ((r = posh_dict_popitem(self->obj, kb, kc, &kl, vb, vc, &vl)) ==
-         POSH_EMSGSIZE) {
-    if (kl > kc) {
-      free(kh);
-      kb = kh = malloc(kl);
-      kc = kl;
-    }
-    if (vl > vc) {
-      free(vh);
-      vb = vh = malloc(vl);
-      vc = vl;
-    }
-    if (!kb || !vb) {
-      free(kh);
-      free(vh);
-      return PyErr_NoMemory();
-    }
-  }
+  last_t l = {NULL, 0, 0, 0, 0};
   PyObject *out = NULL;
-  if (r == POSH_ENOENT) {
-    PyErr_SetString(PyExc_KeyError, "popitem(): dictionary is empty");
-  } else if (r < 0) {
-    pyposh_error(r);
-  } else {
-    int stale = 0;
-    PyObject *key = pyposh_decode(kb, kl, 0, 1, NULL);
-    PyObject *val = key ? pyposh_decode(vb, vl, 0, 0, &stale) : NULL;
-    if (key && val)
+  for (;;) {
+    l.found = 0;
+    int r = posh_dict_foreach(self->obj, last_visit, &l);
+    if (r != 0) {
+      walk_error(r);
+      break;
+    }
+    if (!l.found) {
+      PyErr_SetString(PyExc_KeyError, "popitem(): dictionary is empty");
+      break;
+    }
+    pyposh_buf_t k = {l.key, l.klen, NULL, {0}};
+    PyObject *val = NULL;
+    r = dict_remove(self, &k, &val);
+    if (r == 0)
+      continue; /* popped by another process meanwhile */
+    if (r < 0)
+      break;
+    PyObject *key = pyposh_decode(l.key, l.klen, 0, 1, NULL);
+    if (key)
       out = PyTuple_Pack(2, key, val);
     Py_XDECREF(key);
-    Py_XDECREF(val);
-    if (PYPOSH_HAS_OOB(vb, vl) && pyposh_release(vb, vl) < 0)
-      PyErr_Clear();
+    Py_DECREF(val);
+    break;
   }
-  free(kh);
-  free(vh);
+  free(l.key);
   return out;
 }
 
-/* setdefault(key, default=None) */
+/* setdefault(key, default=None): atomic get-or-insert */
 static PyObject *dict_setdefault(Cont *self, PyObject *args) {
   PyObject *key, *dflt = Py_None;
   if (!PyArg_ParseTuple(args, "O|O", &key, &dflt))
@@ -559,47 +701,108 @@ static PyObject *dict_setdefault(Cont *self, PyObject *args) {
     pyposh_buf_free(&k);
     return NULL;
   }
+  sval_t s;
   PyObject *out = NULL;
+  int stored = 0;
+  if (sval_make(&s, &v) < 0)
+    goto done;
   for (;;) {
-    int r = posh_dict_cas(self->obj, k.p, k.len, NULL, 0, v.p, v.len);
-    if (r == 0) {
-      out = Py_NewRef(dflt);
-      break;
+    out = read_decode(self, dict_read, &k, 0, 1);
+    if (!IS_ERR(out))
+      break; /* the value, or NULL with a decode error */
+    int r = (int)(intptr_t)out;
+    uint64_t stamp;
+    out = NULL;
+    if (r == POSH_ENOENT && (r = next_stamp(self, &stamp)) == 0) {
+      sval_stamp(&s, stamp);
+      r = posh_dict_cas(self->obj, k.p, k.len, NULL, 0, s.p, s.len);
+      if (r == 0) {
+        stored = 1;
+        out = Py_NewRef(dflt);
+        break;
+      }
+      if (r == POSH_EEXIST)
+        continue; /* inserted meanwhile */
     }
-    if (r != POSH_EEXIST) {
-      pyposh_error(r);
-      break;
-    }
-    out = read_decode(self, dict_read, &k, 0);
-    if (IS_ERR(out)) {
-      r = (int)(intptr_t)out;
-      out = NULL;
-      if (r == POSH_ENOENT)
-        continue; /* deleted meanwhile */
-      pyposh_error(r);
-    }
+    pyposh_error(r);
     break;
   }
-  if (!(out == dflt) && PYPOSH_HAS_OOB(v.p, v.len))
+  sval_free(&s);
+done:
+  if (!stored && PYPOSH_HAS_OOB(v.p, v.len))
     pyposh_discard(v.p, v.len); /* not stored */
   pyposh_buf_free(&k);
   pyposh_buf_free(&v);
   return out;
 }
 
-/* _items(what): 0 keys, 1 values, 2 items; a snapshot list (weakly
- * consistent, no duplicates) */
-static PyObject *dict_items(Cont *self, PyObject *arg) {
-  long what = PyLong_AsLong(arg);
-  if (what == -1 && PyErr_Occurred())
-    return NULL;
-  if (cont_check(self) < 0)
-    return NULL;
-  PyObject *raw = PyDict_New(); /* encoded key -> encoded value */
-  if (!raw)
-    return NULL;
+/* A snapshot of the items: encoded keys and (if vals) values, with their
+ * stamps; a key seen twice (the walk restarted on a new table) counts
+ * once, as last seen. */
+typedef struct {
+  uint64_t stamp;
+  size_t seq;
+  PyObject *k, *v;
+} ent_t;
+
+typedef struct {
+  ent_t *e;
+  size_t n;
+} snap_t;
+
+static int ent_cmp(const void *a, const void *b) {
+  const ent_t *x = a, *y = b;
+  if (x->stamp != y->stamp)
+    return x->stamp < y->stamp ? -1 : 1;
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void snap_free(snap_t *sn) {
+  for (size_t i = 0; i < sn->n; i++) {
+    Py_XDECREF(sn->e[i].k);
+    Py_XDECREF(sn->e[i].v);
+  }
+  PyMem_Free(sn->e);
+  sn->e = NULL;
+  sn->n = 0;
+}
+
+/* Drop the earlier entries of keys seen twice. */
+static int snap_dedupe(snap_t *sn) {
+  PyObject *last = PyDict_New(); /* encoded key -> its last index */
+  if (!last)
+    return -1;
+  for (size_t i = 0; i < sn->n; i++) {
+    PyObject *ix = PyLong_FromSize_t(i);
+    int r = ix ? PyDict_SetItem(last, sn->e[i].k, ix) : -1;
+    Py_XDECREF(ix);
+    if (r < 0) {
+      Py_DECREF(last);
+      return -1;
+    }
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < sn->n; i++) {
+    PyObject *ix = PyDict_GetItemWithError(last, sn->e[i].k);
+    if (ix && PyLong_AsSize_t(ix) == i) {
+      sn->e[m++] = sn->e[i];
+    } else {
+      Py_DECREF(sn->e[i].k);
+      Py_XDECREF(sn->e[i].v);
+    }
+  }
+  sn->n = m;
+  Py_DECREF(last);
+  return 0;
+}
+
+/* Take the snapshot, in insertion (stamp) order.  0, or -1 with an
+ * exception (nothing to free). */
+static int snap_take(Cont *self, snap_t *sn, int vals) {
+  sn->e = NULL;
+  sn->n = 0;
+  size_t cap = 0, kc = STACK, vc = STACK, kl, vl;
   posh_dict_iter_t it = POSH_DICT_ITER_INIT;
-  size_t kc = STACK, vc = STACK, kl, vl;
   unsigned char *kb = malloc(kc), *vb = malloc(vc);
   int r = kb && vb ? 0 : POSH_ENOMEM;
   while (r == 0) {
@@ -618,42 +821,74 @@ static PyObject *dict_items(Cont *self, PyObject *arg) {
     }
     if (r < 0)
       break;
-    PyObject *k = PyBytes_FromStringAndSize((char *)kb, (Py_ssize_t)kl);
-    PyObject *v = what ? PyBytes_FromStringAndSize((char *)vb, (Py_ssize_t)vl)
-                       : Py_NewRef(Py_None);
-    if (!k || !v || PyDict_SetItem(raw, k, v) < 0) {
-      Py_XDECREF(k);
-      Py_XDECREF(v);
-      free(kb);
-      free(vb);
-      Py_DECREF(raw);
-      return NULL;
+    if (!kl)
+      continue; /* the stamp counter */
+    if (sn->n == cap) {
+      size_t nc = cap ? 2 * cap : 64;
+      ent_t *ne = PyMem_Realloc(sn->e, nc * sizeof *ne);
+      if (!ne) {
+        PyErr_NoMemory();
+        r = WALK_PYERR;
+        break;
+      }
+      sn->e = ne;
+      cap = nc;
     }
-    Py_DECREF(k);
-    Py_DECREF(v);
+    ent_t *e = &sn->e[sn->n];
+    e->stamp = val_stamp(vb, vl);
+    e->seq = sn->n;
+    e->k = PyBytes_FromStringAndSize((char *)kb, (Py_ssize_t)kl);
+    e->v = vals && e->k ? PyBytes_FromStringAndSize((char *)vb,
+                                                    (Py_ssize_t)vl)
+                        : NULL;
+    if (!e->k || (vals && !e->v)) {
+      Py_XDECREF(e->k);
+      r = WALK_PYERR;
+      break;
+    }
+    sn->n++;
   }
   free(kb);
   free(vb);
   if (r != POSH_ENOENT) {
-    Py_DECREF(raw);
-    return pyposh_error(r);
+    walk_error(r);
+    snap_free(sn);
+    return -1;
   }
+  if (it.restarts && snap_dedupe(sn) < 0) {
+    snap_free(sn);
+    return -1;
+  }
+  qsort(sn->e, sn->n, sizeof *sn->e, ent_cmp);
+  return 0;
+}
+
+/* _items(what): 0 keys, 1 values, 2 items; a snapshot list in insertion
+ * order (weakly consistent, no duplicates) */
+static PyObject *dict_items(Cont *self, PyObject *arg) {
+  long what = PyLong_AsLong(arg);
+  if (what == -1 && PyErr_Occurred())
+    return NULL;
+  if (cont_check(self) < 0)
+    return NULL;
+  snap_t sn;
+  if (snap_take(self, &sn, what != 0) < 0)
+    return NULL;
   PyObject *out = PyList_New(0);
-  PyObject *k, *v;
-  Py_ssize_t pos = 0;
-  while (out && PyDict_Next(raw, &pos, &k, &v)) {
+  for (size_t i = 0; out && i < sn.n; i++) {
+    PyObject *k = sn.e[i].k, *v = sn.e[i].v;
     PyObject *key = NULL, *val = NULL, *item = NULL;
     if (what != 1)
       key = pyposh_decode(PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), 0, 1,
                           NULL);
     if (what && (what == 1 || key)) {
       int stale = 0;
-      val = pyposh_decode(PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v), 0, 0,
-                          &stale);
+      val = val_decode(PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v), 0,
+                       &stale);
       if (!val && stale) { /* replaced meanwhile: read it again */
         pyposh_buf_t kk = {(unsigned char *)PyBytes_AS_STRING(k),
                            (size_t)PyBytes_GET_SIZE(k), NULL, {0}};
-        val = read_decode(self, dict_read, &kk, 0);
+        val = read_decode(self, dict_read, &kk, 0, 1);
         if (IS_ERR(val)) {
           int e = (int)(intptr_t)val;
           Py_XDECREF(key);
@@ -680,24 +915,28 @@ static PyObject *dict_items(Cont *self, PyObject *arg) {
       Py_CLEAR(out);
     Py_XDECREF(item);
   }
-  Py_DECREF(raw);
+  snap_free(&sn);
   return out;
 }
 
-/* _clear(): remove every item, releasing each value (one atomic pop per
- * item, not one atomic clear) */
+/* clear(): remove every item seen by one walk, releasing each value (one
+ * atomic pop per item, not one atomic clear; the stamp counter stays) */
 static PyObject *dict_clear(Cont *self, PyObject *unused) {
-  for (;;) {
-    PyObject *kv = dict_popitem(self, NULL);
-    if (!kv) {
-      if (PyErr_ExceptionMatches(PyExc_KeyError)) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-      }
-      return NULL;
-    }
-    Py_DECREF(kv);
+  if (cont_check(self) < 0)
+    return NULL;
+  snap_t sn;
+  if (snap_take(self, &sn, 0) < 0)
+    return NULL;
+  int r = 0;
+  for (size_t i = 0; r >= 0 && i < sn.n; i++) {
+    pyposh_buf_t k = {(unsigned char *)PyBytes_AS_STRING(sn.e[i].k),
+                      (size_t)PyBytes_GET_SIZE(sn.e[i].k), NULL, {0}};
+    r = dict_remove(self, &k, NULL);
   }
+  snap_free(&sn);
+  if (r < 0)
+    return NULL;
+  Py_RETURN_NONE;
 }
 
 static PyObject *dict_create(Cont *self, PyObject *args) {
@@ -726,7 +965,8 @@ static PyMethodDef dict_methods[] = {
      "not a snapshot)"},
     {"_pop", (PyCFunction)dict_pop_m, METH_O, NULL},
     {"popitem", (PyCFunction)dict_popitem, METH_NOARGS,
-     "remove and return some (key, value) pair; KeyError if empty"},
+     "remove and return the last inserted (key, value) pair (LIFO); "
+     "KeyError if empty"},
     {"setdefault", (PyCFunction)dict_setdefault, METH_VARARGS,
      "setdefault(key, default=None): atomic get-or-insert"},
     {"_items", (PyCFunction)dict_items, METH_O, NULL},
@@ -801,7 +1041,7 @@ static PyObject *list_slice(Cont *self, int64_t start, int64_t stop,
 
 static PyObject *list_item(Cont *self, Py_ssize_t i, int copy) {
   int64_t ix = i;
-  PyObject *o = read_decode(self, list_read, &ix, copy);
+  PyObject *o = read_decode(self, list_read, &ix, copy, 0);
   if (IS_ERR(o))
     return list_err((int)(intptr_t)o);
   return o;

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """This file contains the tests of posh.dict: the mapping protocol against a
-plain dict, key canonicalisation, sharing with children under every start
+plain dict, insertion order and LIFO popitem (also across processes),
+keyword names, key canonicalisation, sharing with children under every start
 method and through ProcessPoolExecutor, zero-copy numpy values with
 reference-counted heap blocks, a writer killed -9, and bad input."""
 import os
@@ -37,6 +38,22 @@ def hammer(d, ev):
     while True:
         d["k%d" % (i % 50)] = ("x" * (i % 300), i)
         i += 1
+
+
+def pop_all(d, out):
+    # pop until empty; record the keys popped, in order
+    got = []
+    try:
+        while True:
+            got.append(d.popitem()[0])
+    except KeyError:
+        pass
+    out.extend(got)
+
+
+def insert_seq(d, tag, n):
+    for i in range(n):
+        d["%s%d" % (tag, i)] = i
 
 
 def read_array(d, q):
@@ -157,6 +174,116 @@ class DictProtocolTest(unittest.TestCase):
             d.get_many(5)
         with self.assertRaises(TypeError):
             d.get_many()
+
+
+class DictOrderTest(unittest.TestCase):
+    # Iteration, views, repr, reversed, copy and popitem follow insertion
+    # order, as dict: an overwrite keeps the key's place, a delete + insert
+    # moves it to the end, popitem is LIFO.
+    def test_insertion_order(self):
+        keys = [(i * 7919) % 200 for i in range(200)]  # not hash order
+        keys = keys[:50] + ["s%d" % k for k in keys[50:120]] + \
+            [(k, "t") for k in keys[120:]] + [None, b"b", 2.5]
+        p, s = {}, posh.dict()
+        for i, k in enumerate(keys):
+            p[k] = s[k] = i
+        for k in keys[::3]:
+            p[k] = s[k] = "over"         # keeps its place
+        for k in keys[1::5]:
+            del p[k], s[k]
+        for k in keys[1::10]:
+            p[k] = s[k] = "again"        # goes to the end
+        self.assertEqual(p.setdefault("new", 1), s.setdefault("new", 1))
+        self.assertEqual(p.setdefault(keys[0], 2), s.setdefault(keys[0], 2))
+        p.update([("u1", 1), (keys[2], 2)], u2=3)
+        s.update([("u1", 1), (keys[2], 2)], u2=3)
+        self.assertEqual(s.keys(), list(p.keys()))
+        self.assertEqual(list(s), list(p))
+        self.assertEqual(s.values(), list(p.values()))
+        self.assertEqual(s.items(), list(p.items()))
+        self.assertEqual(list(reversed(s)), list(reversed(p)))
+        self.assertEqual(repr(s), repr(p))
+        self.assertEqual(list(s.copy().items()), list(p.items()))
+        self.assertEqual(list((s | {"z": 0}).items()),
+                         list((p | {"z": 0}).items()))
+        self.assertEqual(list(({"z": 0, keys[0]: 1} | s).items()),
+                         list(({"z": 0, keys[0]: 1} | p).items()))
+        self.assertEqual(list(posh.dict.fromkeys("zyxab")), list("zyxab"))
+        self.assertEqual(list(posh.dict(p)), list(p))
+        while p:
+            self.assertEqual(s.popitem(), p.popitem())
+        self.assertEqual(len(s), 0)
+        with self.assertRaises(KeyError):
+            s.popitem()
+        # the order goes on after the dict was emptied (and cleared)
+        s["b"] = s["a"] = 1
+        s.clear()
+        self.assertEqual((len(s), s.items(), bool(s)), (0, [], False))
+        s["b"] = s["a"] = 1
+        self.assertEqual(list(s), ["b", "a"])
+        self.assertEqual(s, {"a": 1, "b": 1})
+
+    # Stamps travel with the object: a child's inserts go after the
+    # parent's earlier ones and before its later ones; each process's own
+    # inserts keep their order when two insert at once.
+    def test_order_across_processes(self):
+        for m in METHODS:
+            with self.subTest(method=m):
+                ctx = mp.get_context(m)
+                d = posh.dict()
+                d["first"] = 0
+                ps = [ctx.Process(target=insert_seq, args=(d, t, 300))
+                      for t in ("a", "b")]
+                for p in ps:
+                    p.start()
+                join_all(self, ps)
+                d["last"] = 0
+                keys = d.keys()
+                self.assertEqual((keys[0], keys[-1], len(keys)),
+                                 ("first", "last", 602))
+                for t in ("a", "b"):
+                    self.assertEqual([k for k in keys if k[0] == t],
+                                     ["%s%d" % (t, i) for i in range(300)])
+
+    # Processes popping at once never pop the same item, and each one
+    # pops in LIFO order.
+    def test_popitem_concurrent(self):
+        ctx = mp.get_context("fork")
+        d = posh.dict()
+        n = 1500
+        for i in range(n):
+            d[i] = i
+        outs = [posh.list() for _ in range(3)]
+        ps = [ctx.Process(target=pop_all, args=(d, o)) for o in outs]
+        for p in ps:
+            p.start()
+        join_all(self, ps)
+        self.assertEqual([p.exitcode for p in ps], [0, 0, 0])
+        got = [o.copy() for o in outs]
+        for g in got:
+            self.assertEqual(g, sorted(g, reverse=True))
+        allk = [k for g in got for k in g]
+        self.assertEqual(sorted(allk), list(range(n)))
+        self.assertEqual(len(d), 0)
+
+    # Keyword arguments of any name, as dict(**kw) / dict.update(**kw).
+    def test_keyword_names(self):
+        kw = {"other": 1, "self": 2, "iterable": 3, "mapping": 4, "kw": 5}
+        self.assertEqual(posh.dict(**kw), dict(**kw))
+        self.assertEqual(posh.dict({"a": 0}, other=9), {"a": 0, "other": 9})
+        d = posh.dict()
+        d.update(**kw)
+        d.update({"x": 1}, other=7)
+        d.update([("y", 2)], self=8)
+        self.assertEqual(d, dict(kw, x=1, y=2, other=7, self=8))
+        with self.assertRaises(TypeError):
+            d.update({}, {})
+        with self.assertRaises(TypeError):
+            posh.dict.fromkeys("ab", 0, 1)
+        with posh.Manager() as m:
+            self.assertEqual(m.dict(other=1, iterable=2),
+                             {"other": 1, "iterable": 2})
+            self.assertEqual(m.dict(self=1), {"self": 1})
 
 
 class DictSharingTest(unittest.TestCase):

@@ -123,6 +123,42 @@ class ListProtocolTest(unittest.TestCase):
         self.assertEqual(s, [1, 2, 3])
 
 
+class ListIterableTest(unittest.TestCase):
+    # Any iterable builds / extends a list: numpy arrays (whose truth
+    # value is ambiguous or False), empty generators, ranges, dicts.
+    @unittest.skipIf(np is None, "numpy needed")
+    def test_numpy_and_iterables(self):
+        a = np.arange(5)
+        self.assertEqual(posh.list(a), list(a))
+        self.assertEqual(posh.list(np.array([7])), [7])
+        self.assertEqual(posh.list(np.array([])), [])
+        self.assertEqual(posh.list(x for x in ()), [])
+        self.assertEqual(posh.list(x * 2 for x in range(3)), [0, 2, 4])
+        self.assertEqual(posh.list({"a": 1, "b": 2}), ["a", "b"])
+        rows = posh.list(np.ones((2, 3)))
+        self.assertEqual(len(rows), 2)
+        self.assertTrue(np.array_equal(rows[1], np.ones(3)))
+        with self.assertRaises(TypeError):
+            posh.list(5)
+        with self.assertRaises(TypeError):
+            posh.list(iterable=[1])        # as list: positional only
+        l = posh.list([1])
+        l += np.arange(2)
+        l[1:2] = np.array([8, 9])
+        self.assertEqual(l, [1, 8, 9, 1])
+        # numpy integers (any __index__) repeat, as for list
+        n = np.int64(2)
+        self.assertEqual(posh.list([1, 2]) * n, [1, 2] * n)
+        self.assertEqual(n * posh.list([1, 2]), [1, 2, 1, 2])
+        l = posh.list([1, 2])
+        l *= n
+        self.assertEqual(l, [1, 2, 1, 2])
+        with self.assertRaises(TypeError):
+            posh.list([1]) * 2.0
+        with self.assertRaisesRegex(ValueError, "not in list"):
+            l.remove(9)
+
+
 class ListSharingTest(unittest.TestCase):
     # Children under every start method append to the parent's list.
     def test_processes(self):
