@@ -35,7 +35,7 @@ import traceback
 from multiprocessing import TimeoutError
 from multiprocessing.connection import wait as _wait_sentinels
 
-from ._posh import dumps, loads
+from ._posh import discard, dumps, loads
 
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator",
            "IMapUnorderedIterator", "WorkerLostError", "PoolTerminatedError",
@@ -379,6 +379,16 @@ class Pool:
         self._waiters = 0        # threads in _wait_until (_cond)
         self._backlog = collections.deque()  # task messages waiting for room
         self._feeder = None
+        # Serialises _submit's registering and queueing of a task with
+        # terminate(): no task is queued once terminate() has begun, so the
+        # ones it drains are all there are.
+        self._submit_lock = threading.Lock()
+        self._feeders = 0        # imap feeders still taking from an iterable
+        # Held while results are delivered (_set, _fail: callbacks run under
+        # it), by the result thread and by the threads that fail tasks
+        # (pickling errors, lost workers, terminate): a result's bookkeeping
+        # is not thread-safe on its own.  Reentrant: a callback may submit.
+        self._deliver_lock = threading.RLock()
         self._workers = [None] * processes   # slot -> Process
         self._suspect_loss = False
         self._quiet_seen = None
@@ -431,13 +441,20 @@ class Pool:
                         "this task" % (p.pid, p.exitcode)))
                 elif p.exitcode != 0:
                     self._suspect_loss = True  # may have died mid-take
-                if self._state == RUN or (self._state == CLOSE and self._pending):
+                if self._state == RUN or (self._state == CLOSE and
+                                          self._work_left()):
                     self._start_worker(slot)
             if self._suspect_loss:
                 self._check_quiescence()
-            if self._state == CLOSE and not self._pending and \
+            if self._state == CLOSE and not self._work_left() and \
                     all(p is None for p in self._workers):
                 return
+
+    def _work_left(self):
+        """Tasks pending, or still to come from an imap feeder (close() lets
+        those finish, as multiprocessing's does).  The feeders are read
+        first: a feeder submits all its tasks before it stops counting."""
+        return bool(self._feeders or self._pending)
 
     def _check_quiescence(self):
         """Fail the pending tasks when nothing can be running them any more
@@ -468,10 +485,11 @@ class Pool:
                 where = self._pending.pop(seq, None)
                 if where is not None:
                     lost.append(where)
-        for job, i in lost:
-            obj = self._cache.get(job)
-            if obj is not None:
-                obj._fail(i, exc)
+        with self._deliver_lock:
+            for job, i in lost:
+                obj = self._cache.get(job)
+                if obj is not None:
+                    obj._fail(i, exc)
         self._notify()
 
     # ---- results -------------------------------------------------------
@@ -481,21 +499,24 @@ class Pool:
         # wake-up costs more than decoding a result.
         get_many = self._resultq.get_many_bytes
         cache, pending = self._cache, self._pending
-        while True:
+        stop = False
+        while not stop:
             msgs = get_many(256)
-            for msg in msgs:
-                if msg == _STOP:
-                    self._notify()
-                    return
-                seq, job, i, ok, value = loads(msg)
-                if pending.pop(seq, None) is None:
-                    continue  # already failed (worker lost) or terminated
-                obj = cache.get(job)
-                if obj is not None:
-                    try:
-                        obj._set(i, (ok, value))
-                    except Exception:  # a callback raised: as multiprocessing
-                        traceback.print_exc()
+            with self._deliver_lock:
+                for msg in msgs:
+                    if msg == _STOP:
+                        stop = True
+                        break
+                    seq, job, i, ok, value = loads(msg)
+                    if pending.pop(seq, None) is None:
+                        continue  # already failed (worker lost) or terminated
+                    obj = cache.get(job)
+                    if obj is not None:
+                        try:
+                            obj._set(i, (ok, value))
+                        except Exception:  # a callback raised: as multiprocessing
+                            traceback.print_exc()
+            msgs = msg = value = obj = None
             self._notify()
 
     def _notify(self):
@@ -542,26 +563,44 @@ class Pool:
         return data
 
     def _submit(self, job, i, func, args, kwds):
-        try:
-            fbytes = self._pickled(func)
-        except Exception as e:  # as multiprocessing: the result carries it
-            obj = self._cache.get(job)
-            if obj is not None:
-                obj._set(i, (False, e))
-                self._notify()
-            return
         seq = next(self._seq)
-        msg = dumps((seq, job, i, fbytes, args, kwds))
-        # One dict store: atomic under the GIL, as are the result thread's
-        # pop and the snapshots of _check_quiescence.
-        self._pending[seq] = (job, i)
-        if not self._backlog and self._taskq.try_put_bytes(msg):
+        try:
+            msg = dumps((seq, job, i, self._pickled(func), args, kwds))
+        except Exception as e:
+            # An unpicklable function or argument: as multiprocessing, the
+            # result carries the error (get() raises it, error_callback gets
+            # it; a map's whole result fails), not the call.
+            self._deliver_error(job, i, e)
             return
-        self._backlog.append(msg)
-        if self._feeder is None or not self._feeder.is_alive():
-            self._feeder = threading.Thread(target=self._feed,
-                                            name="posh.Pool feeder", daemon=True)
-            self._feeder.start()
+        with self._submit_lock:
+            if self._state != TERMINATE:
+                # One dict store: atomic under the GIL, as are the result
+                # thread's pop and the snapshots of _check_quiescence.
+                self._pending[seq] = (job, i)
+                if not self._backlog and self._taskq.try_put_bytes(msg):
+                    return
+                self._backlog.append(msg)
+                if self._feeder is None or not self._feeder.is_alive():
+                    self._feeder = threading.Thread(
+                        target=self._feed, name="posh.Pool feeder", daemon=True)
+                    self._feeder.start()
+                return
+        # terminate() has begun (an imap feeder was between two tasks).
+        discard(msg)
+        self._deliver_error(job, i, PoolTerminatedError(
+            "the pool was terminated"))
+
+    def _deliver_error(self, job, i, exc):
+        """Fail task i of job with exc from the submitting thread."""
+        with self._deliver_lock:
+            obj = self._cache.get(job)
+            if obj is None:
+                return
+            try:
+                obj._set(i, (False, exc))
+            except Exception:  # error_callback raised: as the result thread
+                traceback.print_exc()
+        self._notify()
 
     def _feed(self):
         while self._backlog and self._state != TERMINATE:
@@ -627,6 +666,10 @@ class Pool:
             tasks = ((func, (x,)) for x in iterable)
         else:
             tasks = ((_mapstar, ((func, c),)) for c in _chunks(iterable, chunksize))
+        # Counted from here, before close() can run: join() waits for the
+        # feeder and the workers stay until it is done (see _work_left).
+        with self._lock:
+            self._feeders += 1
         if hasattr(iterable, "__len__") and len(iterable) <= _INLINE_TASKS:
             # A sized, modest iterable: submit from here (cheaper than a
             # thread hand-off; the task queue's backlog keeps it
@@ -644,13 +687,24 @@ class Pool:
         try:
             for f, a in tasks:
                 if self._state == TERMINATE:
-                    return
+                    # The rest will never run: say so instead of ending the
+                    # iteration as if it were complete.
+                    with self._deliver_lock:
+                        result._set(n, (False, PoolTerminatedError(
+                            "the pool was terminated")))
+                    n += 1
+                    break
                 self._submit(result._job, n, f, a, {})
                 n += 1
         except Exception as e:  # the iterable raised: as multiprocessing
-            result._set(n, (False, e))
+            with self._deliver_lock:
+                result._set(n, (False, e))
             n += 1
-        result._set_length(n)
+        finally:
+            result._set_length(n)
+            with self._lock:
+                self._feeders -= 1
+            self._notify()
 
     # ---- shutting down -------------------------------------------------
     def close(self):
@@ -660,12 +714,26 @@ class Pool:
     def terminate(self):
         if self._state == TERMINATE:
             return
-        self._state = TERMINATE
-        self._backlog.clear()
+        with self._submit_lock:  # from here on nothing is queued (_submit)
+            self._state = TERMINATE
         for p in self._workers:
             if p is not None and p.exitcode is None:
                 p.terminate()
+        # The task messages never taken hold references of heap blocks
+        # (out-of-band buffers): drop them, or the blocks leak.  The feeder
+        # stops within _POLL; the task queue is drained once no worker can
+        # take from it any more.
+        feeder = self._feeder
+        if feeder is not None:
+            feeder.join()
+        while self._backlog:
+            discard(self._backlog.popleft())
         self._worker_thread.join()
+        while True:
+            msg = self._taskq.get_bytes_timeout(0)
+            if msg is None:
+                break
+            discard(msg)
         with self._lock:
             seqs = list(self._pending)
         self._fail_tasks(seqs, PoolTerminatedError("the pool was terminated"))
@@ -675,8 +743,9 @@ class Pool:
         if self._state == RUN:
             raise ValueError("Pool is still running")
         if self._state == CLOSE:
-            # Wait for every task, then tell the workers to stop.
-            self._wait_until(lambda: not self._pending, None)
+            # Wait for every task, those an imap is still feeding included
+            # (_work_left), then tell the workers to stop.
+            self._wait_until(lambda: not self._work_left(), None)
             for _ in self._workers:
                 self._taskq.put_bytes(_STOP)
             self._worker_thread.join()

@@ -5,6 +5,7 @@ results compared, and workers killed mid-task (the task fails with
 WorkerLostError, the pool goes on with a replacement worker)."""
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import threading
 import time
@@ -43,6 +44,107 @@ def pid_of(_):
 
 def unpicklable_result(_):
     return threading.Lock()
+
+
+def ident(*args, **kwds):
+    return args, kwds
+
+
+def nbytes(buf):
+    return len(memoryview(buf))
+
+
+def block(_):
+    time.sleep(60)  # until terminate()
+
+
+def gated(n, gate):
+    """n items, then waits for gate before the rest: a lazy iterable still
+    being fed when close() runs."""
+    yield from range(n)
+    gate.wait(30)
+    yield from range(n, 40)
+
+
+def pool_join(testcase, pool, timeout=30):
+    t = threading.Thread(target=pool.join, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        pool.terminate()
+        testcase.fail("join() hung")
+
+
+def drain(it, timeout=10):
+    """Everything an imap iterator gives (exceptions as their type names);
+    "TIMEOUT" at the end if it stopped giving before it ended."""
+    out = []
+    while True:
+        try:
+            out.append(it.next(timeout))
+        except StopIteration:
+            return out
+        except mp.TimeoutError:
+            return out + ["TIMEOUT"]
+        except Exception as e:
+            out.append(type(e).__name__)
+
+
+def unpicklable_scenario(lib):
+    """Unpicklable arguments: what the calls and their results do."""
+    out = {}
+    with lib.Pool(2) as p:
+        calls = {
+            "apply_async_lambda": lambda cb: p.apply_async(
+                ident, (lambda: 1,), error_callback=cb),
+            "apply_async_kwds": lambda cb: p.apply_async(
+                ident, (), {"k": threading.Lock()}, error_callback=cb),
+            "map_async": lambda cb: p.map_async(
+                square, [1, 2, threading.Lock(), 4], chunksize=1,
+                error_callback=cb),
+            "map_async_chunk": lambda cb: p.map_async(
+                square, [1, 2, threading.Lock(), 4], chunksize=2,
+                error_callback=cb),
+            "starmap_async": lambda cb: p.starmap_async(
+                add, [(1, 2), (threading.Lock(), 1)], error_callback=cb),
+            "starmap_async_task_error": lambda cb: p.starmap_async(
+                add, [(1, 2), ("a", 1)], error_callback=cb),
+        }
+        for name, call in calls.items():
+            errs = []
+            try:
+                r = call(errs.append)
+            except Exception as e:
+                out[name] = "raised at the call: " + type(e).__name__
+                continue
+            try:
+                r.get(30)
+                got = "no error"
+            except Exception as e:
+                got = type(e).__name__
+            r.wait(30)
+            deadline = time.monotonic() + 10
+            while not errs and time.monotonic() < deadline:
+                time.sleep(0.01)  # error_callback runs before ready()
+            out[name] = (got, r.successful(), [type(e).__name__ for e in errs])
+        for name, call in {"apply": lambda: p.apply(ident, (threading.Lock(),)),
+                           "map": lambda: p.map(square, [threading.Lock()]),
+                           "starmap": lambda: p.starmap(add, [(1, lambda: 1)]),
+                           }.items():
+            try:
+                call()
+                out[name] = "no error"
+            except Exception as e:
+                out[name] = type(e).__name__
+        out["imap"] = drain(p.imap(square, [1, threading.Lock(), 3]))
+        out["imap_unordered"] = sorted(map(str, drain(
+            p.imap_unordered(square, [1, threading.Lock(), 3]))))
+        out["imap_chunk"] = list(p.imap(square, [1, 2, 3], chunksize=2))
+        # the pool goes on, and close() + join() finish
+        out["after"] = p.map(square, range(5))
+        p.close()
+        p.join()
+    return out
 
 
 _init_value = None
@@ -175,6 +277,114 @@ class PoolAPI(unittest.TestCase):
             rs = [p.apply_async(square, (i,)) for i in range(30000)]
             self.assertEqual([r.get(60) for r in rs],
                              [i * i for i in range(30000)])
+
+
+class PoolShutdown(unittest.TestCase):
+    """close()/join() and terminate() with work still coming or queued."""
+
+    def test_close_join_finishes_lazy_imap(self):
+        """close() while an imap is still taking tasks from a generator:
+        as multiprocessing, every result is delivered and join() waits for
+        them (workers retired by maxtasksperchild are still replaced)."""
+        for kind in ("imap", "imap_unordered"):
+            for chunksize in (1, 3):
+                for maxtasks in (None, 2):
+                    with self.subTest(kind=kind, chunksize=chunksize,
+                                      maxtasks=maxtasks):
+                        p = posh.Pool(2, maxtasksperchild=maxtasks)
+                        gate = threading.Event()
+                        it = getattr(p, kind)(square, gated(chunksize, gate),
+                                              chunksize)
+                        first = it.next(30)  # its feeder now waits on gate
+                        p.close()
+                        threading.Timer(0.2, gate.set).start()
+                        pool_join(self, p)
+                        got = [first] + drain(it)
+                        want = [i * i for i in range(40)]
+                        if kind == "imap_unordered":
+                            got.sort(key=str)
+                            want.sort(key=str)
+                        self.assertEqual(got, want)
+
+    def test_terminate_ends_lazy_imap(self):
+        """terminate() while an imap feeds from a generator: the iteration
+        ends with PoolTerminatedError instead of waiting forever."""
+        p = posh.Pool(1)
+        gate = threading.Event()
+        it = p.imap(square, gated(1, gate))
+        self.assertEqual(it.next(30), 0)
+        p.terminate()
+        gate.set()
+        p.join()
+        self.assertEqual(drain(it), ["PoolTerminatedError"])
+
+    def _terminate_with_queued_payloads(self, pool):
+        payload = pickle.PickleBuffer(bytearray(1 << 20))  # out of band
+        try:
+            self.assertEqual(pool.apply(nbytes, (payload,)), 1 << 20)
+            pool.apply_async(block, (0,))  # keeps the only worker busy
+            deadline = time.monotonic() + 30
+            while pool._busy[0] <= 0:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.01)
+            base = posh.heap_info()["bytes_in_use"]
+            rs = [pool.apply_async(nbytes, (payload,)) for _ in range(12)]
+            self.assertGreater(posh.heap_info()["bytes_in_use"],
+                               base + (10 << 20))
+        finally:
+            pool.terminate()
+        pool.join()
+        for r in rs:
+            with self.assertRaises(posh.PoolTerminatedError):
+                r.get(10)
+        # The queued tasks' heap blocks were freed with their messages.
+        self.assertLess(posh.heap_info()["bytes_in_use"], base + (1 << 20))
+
+    def test_terminate_frees_queued_tasks(self):
+        """Tasks still in the task queue at terminate(): their
+        out-of-band buffers go back to the heap."""
+        self._terminate_with_queued_payloads(posh.Pool(1))
+
+    def test_terminate_frees_backlog(self):
+        """The same for tasks in the backlog (the task queue was full)."""
+        class SmallQueues:
+            @staticmethod
+            def make_queue():
+                return posh.Queue(2)
+
+            @staticmethod
+            def make_busy(n):
+                return posh.RawArray("q", n)
+
+        class SmallPool(posh.Pool):
+            _backend = SmallQueues
+
+        p = SmallPool(1)
+        self._terminate_with_queued_payloads(p)
+        self.assertFalse(p._backlog)
+
+
+class PoolUnpicklable(unittest.TestCase):
+    def test_unpicklable_arguments_as_multiprocessing(self):
+        """An argument that cannot be pickled fails the result (get(),
+        error_callback; a map's whole result), not the call, as in
+        multiprocessing; the pool stays usable and joins."""
+        got = unpicklable_scenario(posh)
+        self.assertEqual(got, unpicklable_scenario(mp))
+        self.assertEqual(got["apply_async_kwds"],
+                         ("TypeError", False, ["TypeError"]))
+        self.assertEqual(got["map_async"], ("TypeError", False, ["TypeError"]))
+        self.assertEqual(got["imap"], [1, "TypeError", 9])
+
+    def test_no_leftovers_after_pickling_errors(self):
+        p = posh.Pool(2)
+        p.apply_async(ident, (threading.Lock(),))
+        p.map_async(square, [threading.Lock()] * 3, chunksize=1)
+        self.assertEqual(p.apply(square, (3,)), 9)
+        self.assertEqual(p._cache, {})
+        self.assertEqual(p._pending, {})
+        p.close()
+        pool_join(self, p)
 
 
 class PoolWorkerDeath(unittest.TestCase):
