@@ -1283,6 +1283,8 @@ POSH_EXTERN int posh_dict_cas(posh_obj_t *dict, const void *key, size_t klen,
     r = check_val(val, vlen);
   if (!r && expect)
     r = check_val(expect, elen);
+  else if (!r && elen) /* "absent" with a length: a caller's mistake */
+    r = POSH_EINVAL;
   if (r)
     return r;
   uint64_t hash = key_hash(key, klen);

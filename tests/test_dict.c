@@ -205,6 +205,7 @@ static void test_ops(void **state) {
   assert_int_equal(posh_dict_get(d, "k", 1, buf, sizeof buf, &vl), 0);
   assert_memory_equal(buf, "three", 5);
   assert_int_equal(posh_dict_cas(d, "n", 1, "one", 3, "x", 1), POSH_ENOENT);
+  assert_int_equal(posh_dict_cas(d, "n", 1, NULL, 3, "bad", 3), POSH_EINVAL);
   assert_int_equal(posh_dict_cas(d, "n", 1, NULL, 0, "new", 3), 0);
   assert_int_equal(posh_dict_contains(d, "n", 1), 0);
   /* pop */

@@ -108,7 +108,8 @@ POSH_EXTERN int posh_dict_setdefault(posh_obj_t *dict, const void *key,
                                      size_t *vlen_out, int *inserted);
 /* Compare-and-swap: expect == NULL: insert val only if key is absent
  * (POSH_EEXIST otherwise); else replace the value only if it equals
- * expect[0..elen) (POSH_ENOENT if absent, POSH_EAGAIN if it differs). */
+ * expect[0..elen) (POSH_ENOENT if absent, POSH_EAGAIN if it differs).
+ * expect == NULL with elen != 0 is POSH_EINVAL. */
 POSH_EXTERN int posh_dict_cas(posh_obj_t *dict, const void *key, size_t klen,
                               const void *expect, size_t elen,
                               const void *val, size_t vlen);
