@@ -1005,7 +1005,7 @@ POSH_EXTERN int posh_dict_create(posh_heap_t *heap, const char *name,
                                  posh_obj_t **dict_out) {
   if (!heap || !dict_out)
     return POSH_EINVAL;
-  uint64_t want = opts && opts->capacity ? opts->capacity : 6;
+  uint64_t want = opts && opts->capacity ? opts->capacity : 8; /* as dict.h says */
   if (want > heap->view.capacity / DICT_ENTRY_SIZE)
     return POSH_ENOMEM;
   uint64_t min_cap = DICT_MIN_CAP;
