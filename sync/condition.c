@@ -89,34 +89,60 @@ POSH_EXTERN int posh_cond_release(posh_heap_t *heap, posh_off_t cond) {
   return err;
 }
 
+/* With the lock held: may this waiter, which entered when `granted` was
+ * `granted0` and `broadcasts` was `bcast0`, return as notified?  Takes the
+ * wake-up it returns on (see posh__cond_shared_t). */
+static int cond_take_wakeup(posh__cond_shared_t *c, uint32_t granted0,
+                            uint32_t bcast0) {
+  if (c->broadcasts != bcast0)
+    return 1;
+  if (c->granted != granted0 && c->consumed != c->granted) {
+    c->consumed++;
+    return 1;
+  }
+  return 0;
+}
+
 static int cond_wait(posh_heap_t *heap, posh__cond_shared_t *c, uint32_t tok,
                      uint64_t deadline, int try_only) {
   if (!posh__mutex_held(heap, c->lock, tok))
     return POSH_EPERM;
-  /* We hold the lock and notifiers bump the sequence while holding it, so
-   * this value cannot move until we release: relaxed is enough. */
-  uint32_t seq = posh_atomic32_load_relaxed(&c->xseq);
   uint32_t saved;
-  int err = posh__mutex_release_all(heap, c->lock, tok, &saved);
-  if (err)
-    return err;
-  int r = try_only ? POSH_ETIMEDOUT : 0;
-  while (!try_only) {
-    int w = posh__sync_wait(&c->xseq, seq, deadline, &c->xspin,
-                            &c->xsleepers, 0); /* no owner to watch */
-    if (posh_atomic32_load_relaxed(&c->xseq) != seq)
-      break; /* notified (the lock we take next orders the rest) */
-    if (w == POSH_ETIMEDOUT) {
-      r = POSH_ETIMEDOUT;
-      break;
-    }
-    /* 0 with an unchanged sequence (signal) or EAGAIN (backstop): wait on;
-     * there is no owner to check, notifiers are anyone. */
+  int err;
+  if (try_only) { /* timeout 0: let others in once, as Python does */
+    err = posh__mutex_release_all(heap, c->lock, tok, &saved);
+    if (err)
+      return err;
+    err = posh__mutex_reacquire(heap, c->lock, tok, saved);
+    return err ? err : POSH_ETIMEDOUT;
   }
-  /* Take the lock back whatever happened, as Python does; its owner-death
-   * report wins over a timeout (the caller must repair first). */
-  err = posh__mutex_reacquire(heap, c->lock, tok, saved);
-  return err ? err : r;
+  const uint32_t granted0 = c->granted, bcast0 = c->broadcasts;
+  c->entered++;
+  for (;;) {
+    /* We hold the lock and notifiers bump the sequence while holding it, so
+     * this value cannot move until we release: relaxed is enough. */
+    uint32_t seq = posh_atomic32_load_relaxed(&c->xseq);
+    err = posh__mutex_release_all(heap, c->lock, tok, &saved);
+    if (err)
+      return err; /* cannot happen: we held it a moment ago */
+    int w = POSH_EAGAIN;
+    while (posh_atomic32_load_relaxed(&c->xseq) == seq && w != POSH_ETIMEDOUT)
+      w = posh__sync_wait(&c->xseq, seq, deadline, &c->xspin, &c->xsleepers,
+                          0); /* no owner to watch; 0 or EAGAIN: look again */
+    /* Take the lock back whatever happened, as Python does; its owner-death
+     * report wins over a timeout (the caller must repair first). */
+    err = posh__mutex_reacquire(heap, c->lock, tok, saved);
+    if (err && err != POSH_EOWNERDEAD)
+      return err; /* not held: the counters are not ours to touch */
+    if (cond_take_wakeup(c, granted0, bcast0))
+      return err;
+    if (w == POSH_ETIMEDOUT || err) {
+      c->granted++; /* we leave: count ourselves woken and taken */
+      c->consumed++;
+      return err ? err : POSH_ETIMEDOUT;
+    }
+    /* The sequence moved for a wake-up someone else took: wait on. */
+  }
 }
 
 POSH_EXTERN int posh_cond_wait(posh_heap_t *heap, posh_off_t cond,
@@ -170,13 +196,21 @@ static int cond_notify(posh_heap_t *heap, posh_off_t cond, int n) {
     return err;
   if (!posh__mutex_held(heap, c->lock, tok))
     return POSH_EPERM;
-  if (n == 0)
+  uint32_t waiting = c->entered - c->granted;
+  if (n == 0 || waiting == 0)
     return 0;
+  if (n == INT32_MAX) { /* notify_all: also forgets waiters that died */
+    c->granted = c->consumed = c->entered;
+    c->broadcasts++;
+  } else
+    c->granted += (uint32_t)n < waiting ? (uint32_t)n : waiting;
   /* Full barrier: the new sequence is visible before we read xsleepers
-   * (pairs with the sleeper's increment before its futex compare). */
+   * (pairs with the sleeper's increment before its futex compare).  Every
+   * sleeper is woken: which of them may take a wake-up is decided under the
+   * lock, and a FUTEX_WAKE(n) could pick ones that arrived after it. */
   posh_atomic32_fetch_add_full(&c->xseq, 1);
   if (posh_atomic32_load_relaxed(&c->xsleepers))
-    posh__futex_wake(&c->xseq, n);
+    posh__futex_wake(&c->xseq, INT32_MAX);
   return 0;
 }
 

@@ -125,7 +125,24 @@ typedef struct posh__cond_shared {
    * shared by the waiters.  Synchronization: relaxed loads and stores
    * (a lost update only makes one wait spin more or less). */
   posh_atomic32_t xspin;
-  uint32_t pad_spin;
+  /* Who may return from a wait as notified (the scheme of glibc's condition
+   * variable before 2.25, kept by counts, not by a list of waiters): a wait
+   * counts itself in `entered`; notify(n) grants min(n, entered - granted)
+   * wake-ups; a woken waiter takes one if `granted` moved since it entered
+   * and `consumed` lags `granted` (so a notify is never taken by a waiter
+   * that arrived after it); a waiter that times out counts itself both
+   * granted and consumed (it leaves); notify_all sets both to `entered` and
+   * bumps `broadcasts`, which every waiter that saw the old value obeys.  A
+   * waiter that dies stays counted, which can make one later notify(1) wake
+   * two (a spurious wake-up), never lose one; notify_all resets that.
+   * Synchronization: plain fields, read and written only with the
+   * condition's lock held.  uint32 arithmetic wraps; only differences and
+   * inequalities are used. */
+  uint32_t broadcasts;
+  uint32_t entered;
+  uint32_t granted;
+  uint32_t consumed;
+  uint32_t pad;
 } posh__cond_shared_t;
 _Static_assert(sizeof(posh__cond_shared_t) % 8 == 0, "arrays after it stay aligned");
 

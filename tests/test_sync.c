@@ -883,6 +883,57 @@ static int child_cond_wait_forever(struct fx *f, void *arg) {
   return 9;
 }
 
+static int child_cond_wait_once(struct fx *f, void *arg) {
+  posh_off_t c = *(posh_off_t *)arg;
+  TU_CHECK_RC(posh_cond_acquire(f->h, c, 10 * TU_SEC), 0);
+  posh_atomic_fetch_add_full(&f->s->readers_in, 1); /* under the lock */
+  int r = posh_cond_wait(f->h, c, 20 * TU_SEC);
+  if (r == 0)
+    posh_atomic_fetch_add_full(&f->s->consumed, 1);
+  TU_CHECK_RC(posh_cond_release(f->h, c), 0);
+  return r == 0 ? 0 : 1;
+}
+
+/* Proves: notify(n) lets exactly n of the waiters return (plain waits, no
+ * predicate: multiprocessing's contract), notify(0) none, and a wait that
+ * timed out is not counted as a waiter by a later notify. */
+static void test_cond_notify_n(void **state) {
+  struct fx *f = *state;
+  posh_off_t c;
+  RC(posh_cond_create(f->h, NULL, POSH_OFF_NULL, 0, &c), 0);
+  /* A wait that times out leaves: notify(1) after it must still reach a
+   * live waiter. */
+  RC(posh_cond_acquire(f->h, c, 0), 0);
+  RC(posh_cond_wait(f->h, c, 5 * TU_MS), POSH_ETIMEDOUT);
+  RC(posh_cond_release(f->h, c), 0);
+  pid_t p[4];
+  for (int i = 0; i < 4; i++)
+    p[i] = fork_child(child_cond_wait_once, f, &c);
+  assert_true(wait_value(&f->s->readers_in, 4, 10 * TU_SEC));
+  /* Each child counted itself with the lock held and waits with it
+   * released, so holding it now means all four wait. */
+  RC(posh_cond_acquire(f->h, c, 10 * TU_SEC), 0);
+  RC(posh_cond_notify(f->h, c, 0), 0);
+  RC(posh_cond_notify(f->h, c, 1), 0);
+  RC(posh_cond_release(f->h, c), 0);
+  assert_true(wait_value(&f->s->consumed, 1, 10 * TU_SEC));
+  tu_sleep_ns(200 * TU_MS); /* room for wrongly woken ones to show */
+  assert_int_equal(posh_atomic_load_relaxed(&f->s->consumed), 1);
+  RC(posh_cond_acquire(f->h, c, 10 * TU_SEC), 0);
+  RC(posh_cond_notify(f->h, c, 2), 0);
+  RC(posh_cond_release(f->h, c), 0);
+  assert_true(wait_value(&f->s->consumed, 3, 10 * TU_SEC));
+  tu_sleep_ns(200 * TU_MS);
+  assert_int_equal(posh_atomic_load_relaxed(&f->s->consumed), 3);
+  RC(posh_cond_acquire(f->h, c, 10 * TU_SEC), 0);
+  RC(posh_cond_notify(f->h, c, 5), 0); /* more than wait: the last one */
+  RC(posh_cond_release(f->h, c), 0);
+  for (int i = 0; i < 4; i++)
+    RC(wait_child(p[i], 20 * TU_SEC), 0);
+  assert_int_equal(posh_atomic_load_relaxed(&f->s->consumed), 4);
+  RC(posh_cond_destroy(f->h, c), 0);
+}
+
 /* Proves: notify_all wakes every waiter across processes, and a waiter
  * killed while waiting does not stall a later notify(1). */
 static void test_cond_notify_all_and_dead_waiter(void **state) {
@@ -1500,6 +1551,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sem_robust, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cond_basic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cond_prodcons, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cond_notify_n, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cond_notify_all_and_dead_waiter, setup, teardown),
       cmocka_unit_test_setup_teardown(test_event, setup, teardown),
       cmocka_unit_test_setup_teardown(test_barrier_processes, setup, teardown),

@@ -152,10 +152,12 @@ POSH_EXTERN int posh_sem_reap(posh_heap_t *heap, posh_off_t sem,
 /* ---------------------------------------------------------------------------
  * Condition: wait/notify over a Lock or RLock of the same heap.  Waiting
  * releases the lock (all recursion levels of an RLock) and takes it back
- * before returning, also on timeout.  Wake-ups can be spurious and
- * notify(n) may wake more than n waiters: use posh_cond_wait_for or re-check
- * the predicate.  Waiters are not listed anywhere (a sequence counter on a
- * futex), so a waiter that dies never stalls a notify.
+ * before returning, also on timeout.  notify(n) lets n of the threads
+ * waiting when it was called return (a later waiter never takes its
+ * wake-up).  Waiters are not listed anywhere (counts under the lock and a
+ * sequence counter on a futex), so a waiter that dies never stalls a
+ * notify; it can make one later notify(1) wake two (a spurious wake-up), so
+ * use posh_cond_wait_for or re-check the predicate.
  * ------------------------------------------------------------------------- */
 /* lock: a Lock or RLock, or POSH_OFF_NULL to give the condition its own
  * RLock (destroyed with it). */

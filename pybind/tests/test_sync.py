@@ -131,6 +131,44 @@ class SingleProcessTest(unittest.TestCase):
         with self.assertRaises(TypeError):
             posh.Condition(threading.Lock())
 
+    # Condition: notify(n) lets exactly n plain waiters return True, as
+    # multiprocessing's does (CPython's test_notify_n); notify_all the rest.
+    def test_condition_notify_n(self):
+        c = posh.Condition()
+        woken = []
+        waiting = posh.Semaphore(0)
+
+        def waiter():
+            with c:
+                waiting.release()  # under the lock: we wait once it is free
+                woken.append(c.wait(20))
+
+        threads = [threading.Thread(target=waiter) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for _ in threads:
+            self.assertTrue(waiting.acquire(timeout=10))
+
+        def settle(n):
+            deadline = time.monotonic() + 10
+            while len(woken) < n and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)  # room for wrongly woken ones to show
+            return list(woken)
+
+        with c:  # held: every waiter has released it inside wait()
+            c.notify(0)
+            c.notify()
+        self.assertEqual(settle(1), [True])
+        with c:
+            c.notify(2)
+        self.assertEqual(settle(3), [True] * 3)
+        with c:
+            c.notify_all()
+        for t in threads:
+            t.join(10)
+        self.assertEqual(woken, [True] * 4)
+
     # Event: set/clear/is_set/wait with and without timeout.
     def test_event(self):
         e = posh.Event()
