@@ -21,6 +21,7 @@
  */
 #include "object_internal.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -276,7 +277,16 @@ static posh__obj_hold_t **hold_slot(posh_heap_t *heap, uint64_t id) {
  * detaches or is reaped after its death, like any process's.  If the slot
  * cannot be claimed (registry full) or adopted, the child falls back to
  * taking its reference on first use (posh__obj_refresh).  A fork that
- * fails leaves the claimed slot to the parent until the parent exits. */
+ * fails leaves the claimed slot to the parent until the parent exits.
+ *
+ * Until the child adopts the slot it looks like the parent's, which is
+ * alive: a child that died before adopting it would leave it (and the
+ * references) unreapable while the parent lives.  So the forking thread
+ * blocks every signal from prepare on, the child unblocks them once it has
+ * adopted, the parent right after fork: a SIGTERM sent the moment fork
+ * returned (Pool.terminate) is delivered after the adoption.  Only SIGKILL
+ * and SIGSTOP cannot be held back: a kill -9 in the child's first
+ * instructions still leaves the slot to the parent's exit. */
 #define FORK_MAX_HEAPS 16
 static struct fork_slot {
   posh_heap_t *heap;
@@ -284,6 +294,14 @@ static struct fork_slot {
   uint32_t parent_token; /* the parent's registration in heap */
 } fork_slots[FORK_MAX_HEAPS]; /* holds_lock, between prepare and parent/child */
 static int nfork_slots;       /* holds_lock */
+static sigset_t fork_saved_mask; /* holds_lock: the forking thread's mask */
+static int fork_masked;          /* holds_lock: signals blocked by prepare */
+
+static void fork_unmask(void) {
+  if (fork_masked)
+    pthread_sigmask(SIG_SETMASK, &fork_saved_mask, NULL);
+  fork_masked = 0;
+}
 
 static void fork_claim(posh_heap_t *heap) {
   if (nfork_slots == FORK_MAX_HEAPS || heap->detached || !posh__heap_registered(heap))
@@ -317,10 +335,16 @@ static void holds_prepare(void) {
   for (int b = 0; b < HOLD_BUCKETS; b++)
     for (posh__obj_hold_t *h = holds[b]; h; h = h->next)
       fork_claim(h->heap);
+  if (nfork_slots) {
+    sigset_t all;
+    sigfillset(&all);
+    fork_masked = pthread_sigmask(SIG_BLOCK, &all, &fork_saved_mask) == 0;
+  }
 }
 
 static void holds_parent(void) {
   nfork_slots = 0; /* the slots are the child's now */
+  fork_unmask();
   pthread_mutex_unlock(&holds_lock);
 }
 
@@ -350,6 +374,7 @@ static void holds_child(void) {
           h->proc_token = f->token; /* its bit was set in prepare */
   }
   nfork_slots = 0;
+  fork_unmask(); /* adopted: a signal that kills us now leaves a reapable slot */
   pthread_mutex_unlock(&holds_lock);
 }
 

@@ -391,6 +391,38 @@ static void test_fork_unused_handle(void **state) {
   assert_int_equal(tu_bytes_in_use(f->h), f->base_bytes);
 }
 
+/* A child sent SIGTERM the moment fork returned (what Pool.terminate does
+ * to a worker just started) dies after adopting the slot claimed for it,
+ * so the reaper frees that slot and its references.  Before signals were
+ * held back between fork and the adoption, a child could die with the slot
+ * still under the parent's identity: unreapable while the parent lives. */
+static void test_fork_sigterm_at_once(void **state) {
+  struct tu_heap_fx *f = *state;
+  posh_obj_t *b = make_buffer(f->h, NULL, 64, 1);
+  posh_heap_info_t info;
+  for (int i = 0; i < 300; i++) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+      for (;;)
+        pause();
+    }
+    assert_true(pid > 0);
+    tu_kid_add(pid);
+    kill(pid, SIGTERM);
+    assert_int_equal(tu_wait(pid, 10000), TU_SIGNALED(SIGTERM));
+  }
+  unsigned reaped = 0;
+  assert_int_equal(posh_heap_reap(f->h, &reaped), 0);
+  assert_int_equal(posh_heap_info(f->h, &info), 0);
+  assert_int_equal(info.attached, 1);
+  assert_refs(b, 1, 0);
+  posh_obj_close(b);
+  assert_int_equal(tu_check(f->h), 0);
+  assert_int_equal(tu_bytes_in_use(f->h), f->base_bytes);
+}
+
 /* An exec'd unrelated process opens objects by name and by reference, and
  * a reference to a freed object is stale there too. */
 static void test_exec_child_opens(void **state) {
@@ -724,6 +756,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_fork_inherits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fork_parent_closes_first, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fork_unused_handle, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fork_sigterm_at_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_exec_child_opens, setup, teardown),
       cmocka_unit_test_setup_teardown(test_killed_holder_reaped, setup, teardown),
       cmocka_unit_test_setup_teardown(test_killed_creator_many, setup, teardown),

@@ -17,8 +17,10 @@ Spawned and forkserver children attach to it through /proc/<pid>/fd of a
 live process holding it; the kernel frees it when the last one exits, so
 nothing is ever left in /dev/shm.
 """
+import _thread
 import atexit as _atexit
 import os as _os
+from multiprocessing import util as _mp_util
 
 from . import _posh
 from ._posh import PoshError, HeapBuffer, dumps, loads
@@ -52,7 +54,7 @@ __all__ = [
     "active_children", "cpu_count", "set_start_method", "get_start_method",
     "get_all_start_methods", "get_context", "freeze_support",
     "set_executable", "set_forkserver_preload", "set_heap_options",
-    "heap_info", "dumps", "loads", "PoshError", "HeapBuffer",
+    "heap_info", "heap_reap", "dumps", "loads", "PoshError", "HeapBuffer",
     "Pool", "WorkerLostError", "PoolTerminatedError", "Manager", "SyncManager",
     "AuthenticationError", "BufferTooShort", "ProcessError", "TimeoutError",
     "log_to_stderr", "get_logger", "allow_connection_pickling", "reducer",
@@ -90,5 +92,30 @@ def _init_from_env():
         _posh.set_options(capacity=size)
 
 
+def heap_reap():
+    """Reclaim the process slots and object references of processes that
+    died attached to the default heap (killed, or left through os._exit);
+    returns how many.  Survivors also do it by themselves when they attach,
+    when the heap runs short, and Pool does it when its workers are gone."""
+    return _posh.heap_reap()
+
+
+def _detach_at_exit():
+    # Detach (drop our references, free our slot) unless another thread may
+    # still use the heap: a daemon thread blocked in a get or a wait keeps
+    # touching it until the interpreter is gone, and unmapping it under the
+    # thread would crash the exit.  Then we leave as a killed process does
+    # and the survivors reap us.
+    _posh.shutdown(_thread._count() > 0)
+
+
+def _detach_in_children(_):
+    # Children of multiprocessing's fork (and forkserver) start method leave
+    # through os._exit, which skips atexit: detach from util's exit
+    # processing instead (last: after the finalizers of queues and pools).
+    _mp_util.Finalize(None, _detach_at_exit, exitpriority=-100)
+
+
 _init_from_env()
-_atexit.register(_posh.shutdown)
+_atexit.register(_detach_at_exit)
+_mp_util.register_after_fork(_detach_at_exit, _detach_in_children)

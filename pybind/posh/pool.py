@@ -35,7 +35,7 @@ import traceback
 from multiprocessing import TimeoutError
 from multiprocessing.connection import wait as _wait_sentinels
 
-from ._posh import discard, dumps, loads
+from ._posh import discard, dumps, heap_reap, loads
 
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator",
            "IMapUnorderedIterator", "WorkerLostError", "PoolTerminatedError",
@@ -425,10 +425,15 @@ class Pool:
                     if p.exitcode is None:
                         p.terminate()
             _wait_sentinels([p.sentinel for p in workers], timeout=_POLL)
+            killed = False
             for slot, p in enumerate(self._workers):
                 if p is None or p.exitcode is None:
                     continue
                 p.join()
+                # A worker that returns detaches from the heap at its exit;
+                # one killed (or gone through os._exit) leaves its slot and
+                # object references to be reaped.
+                killed = killed or p.exitcode != 0
                 seq = self._busy[slot]
                 self._workers[slot] = None
                 if seq > 0 and self._state == TERMINATE:
@@ -444,6 +449,8 @@ class Pool:
                 if self._state == RUN or (self._state == CLOSE and
                                           self._work_left()):
                     self._start_worker(slot)
+            if killed:
+                heap_reap()
             if self._suspect_loss:
                 self._check_quiescence()
             if self._state == CLOSE and not self._work_left() and \

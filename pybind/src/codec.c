@@ -379,9 +379,9 @@ static PyObject *enc_buffer_cb(PyObject *capsule, PyObject *pb) {
     e->refcap = rc;
     e->curcap = cc;
   }
-  Py_BEGIN_ALLOW_THREADS;
+  PYPOSH_BEGIN_HEAP_NOGIL;
   memcpy(blk, v.buf, (size_t)v.len);
-  Py_END_ALLOW_THREADS;
+  PYPOSH_END_HEAP_NOGIL;
   e->refs[e->nrefs].off = posh_off(h, blk).v;
   e->refs[e->nrefs].len = (uint64_t)v.len;
   e->refs[e->nrefs].slot = slot;

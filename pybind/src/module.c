@@ -283,15 +283,48 @@ static PyObject *m_heap_attach(PyObject *self, PyObject *args) {
   return NULL;
 }
 
-/* shutdown(): detach the default heap (atexit).  Later uses raise. */
-static PyObject *m_shutdown(PyObject *self, PyObject *unused) {
-  if (g_heap) {
-    posh_heap_t *h = g_heap;
-    g_heap = NULL;
-    g_shutdown = 1;
-    posh_heap_detach(h);
+int pyposh_nogil_users;
+
+/* shutdown(threads_alive=False) -> bool: detach the default heap at exit;
+ * later uses raise.  Not while another thread may still touch the heap
+ * (threads_alive: the caller knows of live Python threads; or one is inside
+ * a GIL-released heap call): unmapping it under them would crash the exit,
+ * so the heap stays attached and this process leaves it as a killed one
+ * does (its slot and references are reclaimed when a survivor reaps).
+ * True when it detached (or there was nothing to detach). */
+static PyObject *m_shutdown(PyObject *self, PyObject *args) {
+  int threads_alive = 0;
+  if (!PyArg_ParseTuple(args, "|p", &threads_alive))
+    return NULL;
+  if (!g_heap)
+    Py_RETURN_TRUE;
+  if (threads_alive || pyposh_nogil_users > 0)
+    Py_RETURN_FALSE;
+  posh_heap_t *h = g_heap;
+  g_heap = NULL;
+  g_shutdown = 1;
+  posh_heap_detach(h);
+  Py_RETURN_TRUE;
+}
+
+/* heap_reap() -> int: reclaim the slots and references of attached
+ * processes that died (posh_heap_reap); the number reclaimed.  0 when there
+ * is no heap yet. */
+static PyObject *m_heap_reap(PyObject *self, PyObject *unused) {
+  posh_heap_t *h = pyposh_heap_if_any();
+  if (!h) {
+    if (pyposh_heap_check() < 0)
+      return NULL;
+    return PyLong_FromLong(0);
   }
-  Py_RETURN_NONE;
+  unsigned reaped = 0;
+  int r;
+  PYPOSH_BEGIN_HEAP_NOGIL;
+  r = posh_heap_reap(h, &reaped);
+  PYPOSH_END_HEAP_NOGIL;
+  if (r < 0)
+    return pyposh_error(r);
+  return PyLong_FromUnsignedLong(reaped);
 }
 
 /* heap_check() -> None or raises with the report. */
@@ -317,7 +350,10 @@ static PyMethodDef methods[] = {
     {"heap_handle", m_heap_handle, METH_NOARGS, NULL},
     {"heap_attach", m_heap_attach, METH_VARARGS, NULL},
     {"heap_check", m_heap_check, METH_NOARGS, NULL},
-    {"shutdown", m_shutdown, METH_NOARGS, NULL},
+    {"shutdown", m_shutdown, METH_VARARGS,
+     "shutdown(threads_alive=False) -> bool: detach the heap at exit"},
+    {"heap_reap", m_heap_reap, METH_NOARGS,
+     "heap_reap() -> int: reclaim what dead processes held"},
     {NULL, NULL, 0, NULL},
 };
 

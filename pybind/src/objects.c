@@ -323,9 +323,9 @@ static PyObject *ob_lock_acquire(ObjBase *self, PyObject *args,
         if (left < slice)
           slice = left;
       }
-      Py_BEGIN_ALLOW_THREADS;
+      PYPOSH_BEGIN_HEAP_NOGIL;
       r = posh_value_lock(self->obj, slice);
-      Py_END_ALLOW_THREADS;
+      PYPOSH_END_HEAP_NOGIL;
       if (r != POSH_ETIMEDOUT && r != POSH_EAGAIN)
         break;
       if (PyErr_CheckSignals() < 0)

@@ -22,6 +22,18 @@ posh_heap_t *pyposh_heap_if_any(void);
  * used after exit processing detached the heap).  Creates nothing. */
 int pyposh_heap_check(void);
 
+/* Threads inside a heap call with the GIL released: exit processing must
+ * not unmap the heap under them (a daemon thread blocked in a get wakes up
+ * every slice).  Protected by the GIL: changed only by threads holding it.
+ * Use the pair around every GIL-released call that touches the heap. */
+extern int pyposh_nogil_users;
+#define PYPOSH_BEGIN_HEAP_NOGIL                                               \
+  pyposh_nogil_users++;                                                        \
+  Py_BEGIN_ALLOW_THREADS
+#define PYPOSH_END_HEAP_NOGIL                                                 \
+  Py_END_ALLOW_THREADS;                                                        \
+  pyposh_nogil_users--
+
 /* Open the object (off, id) of the given type in the process's heap (the
  * _open of an unpickled handle): 0 with *obj_out, or -1 with an exception
  * set. */

@@ -324,9 +324,9 @@ int pyposh_wait(pyposh_op_fn fn, void *ctx, int64_t ns) {
       if (left < slice)
         slice = left;
     }
-    Py_BEGIN_ALLOW_THREADS;
+    PYPOSH_BEGIN_HEAP_NOGIL;
     r = fn(ctx, slice);
-    Py_END_ALLOW_THREADS;
+    PYPOSH_END_HEAP_NOGIL;
     if (r != POSH_ETIMEDOUT && r != POSH_EAGAIN)
       return r;
     if (PyErr_CheckSignals() < 0)

@@ -190,9 +190,9 @@ static int blocking(posh_heap_t *h, posh_off_t off, int64_t timeout,
       if (left < slice)
         slice = left;
     }
-    Py_BEGIN_ALLOW_THREADS;
+    PYPOSH_BEGIN_HEAP_NOGIL;
     r = fn(h, off, slice, a);
-    Py_END_ALLOW_THREADS;
+    PYPOSH_END_HEAP_NOGIL;
     if (r != POSH_ETIMEDOUT)
       return r;
     if (PyErr_CheckSignals() < 0) {
@@ -286,7 +286,7 @@ static PyObject *sb_acquire(SyncBase *self, PyObject *args, PyObject *kw) {
   if (r == POSH_EBUSY && self->kind == K_LOCK) {
     /* held by ourselves: like Python, wait out the timeout and fail */
     if (ns > 0) {
-      Py_BEGIN_ALLOW_THREADS;
+      Py_BEGIN_ALLOW_THREADS; /* touches no heap memory */
       struct timespec ts = {ns / 1000000000LL, ns % 1000000000LL};
       nanosleep(&ts, NULL);
       Py_END_ALLOW_THREADS;
@@ -447,9 +447,9 @@ static PyObject *sb_wait(SyncBase *self, PyObject *args) {
         slice = left > 0 ? left : 0;
     }
     int r;
-    Py_BEGIN_ALLOW_THREADS;
+    PYPOSH_BEGIN_HEAP_NOGIL;
     r = posh_cond_wait(h, self->off, slice);
-    Py_END_ALLOW_THREADS;
+    PYPOSH_END_HEAP_NOGIL;
     if (r == POSH_EOWNERDEAD) /* we hold the lock again */
       r = w_cond_acq(h, self->off, 0, NULL) == 0 ? 0 : 0;
     if (r == 0)
@@ -559,10 +559,10 @@ static PyObject *sb_bwait(SyncBase *self, PyObject *args) {
   action_arg_t a = {action, NULL, NULL, NULL};
   unsigned index = 0;
   int r;
-  Py_BEGIN_ALLOW_THREADS;
+  PYPOSH_BEGIN_HEAP_NOGIL;
   r = posh_barrier_wait(h, self->off, ns,
                         action != Py_None ? run_action : NULL, &a, &index);
-  Py_END_ALLOW_THREADS;
+  PYPOSH_END_HEAP_NOGIL;
   if (a.etype) { /* the action raised: re-raise it in its caller */
     PyErr_Restore(a.etype, a.evalue, a.etb);
     return NULL;

@@ -12,7 +12,7 @@ import time
 import unittest
 
 import posh
-from helpers import METHODS
+from helpers import METHODS, run_py
 
 
 def square(x):
@@ -429,6 +429,64 @@ class PoolWorkerDeath(unittest.TestCase):
             self.assertTrue(r.ready())
             self.assertEqual(p.map(square, range(5)), [0, 1, 4, 9, 16])
 
+
+
+class PoolHeapUse(unittest.TestCase):
+    # A finished Pool gives back all its heap memory and process slots:
+    # workers that return detach at exit, and killed ones (terminate, a
+    # crash) are reaped by the pool.  It kept ~17 MB and two slots per pool
+    # when forked workers left through os._exit without detaching.  In a
+    # fresh interpreter, so that nothing else uses the heap meanwhile.
+    def test_finished_pools_give_back_the_heap(self):
+        rc, out, err = run_py("""
+            import gc, os, time
+            import posh
+
+            def square(x):
+                return x * x
+
+            def slow(x):
+                time.sleep(30)
+
+            def die(x):
+                os._exit(3)
+
+            def usage():
+                gc.collect()
+                i = posh.heap_info()
+                return i["bytes_in_use"], i["processes"]
+
+            if __name__ == "__main__":
+                base = usage()
+                for m in %r:
+                    ctx = posh.get_context(m)
+                    for _ in range(2):
+                        with ctx.Pool(2) as p:
+                            assert p.map(square, range(500)) == \
+                                [x * x for x in range(500)]
+                            p.close()
+                            p.join()
+                        del p
+                        assert usage() == base, (m, "join", usage(), base)
+                    p = ctx.Pool(2)
+                    r = p.map_async(slow, range(4))
+                    time.sleep(0.3)
+                    p.terminate()
+                    p.join()
+                    del p, r
+                    assert usage() == base, (m, "terminate", usage(), base)
+                    p = ctx.Pool(2, maxtasksperchild=1)
+                    try:
+                        p.map(die, range(3), chunksize=1)
+                    except posh.WorkerLostError:
+                        pass
+                    p.terminate()
+                    p.join()
+                    del p
+                    assert usage() == base, (m, "crash", usage(), base)
+                print("ok")
+        """ % (METHODS,), timeout=300)
+        self.assertEqual((rc, out.strip(), err), (0, "ok", ""))
 
 if __name__ == "__main__":
     unittest.main()
