@@ -30,6 +30,7 @@
 
 #include <limits.h>
 #include <string.h>
+#include <xxhash.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -106,6 +107,17 @@ static void *blk_take(posh_heap_t *heap, posh__queue_shared_t *sh, size_t len) {
       return b;
   }
   return NULL;
+}
+
+/* Is b in the reuse cache (a message released twice)?  Relaxed: a block
+ * cached by this release's own earlier copy is seen; a racing release of
+ * the same message by another thread is the caller's double free. */
+static int blk_cached(posh_heap_t *heap, posh__queue_shared_t *sh, void *b) {
+  uint64_t off = posh__off_of(heap, b);
+  for (int i = 0; i < POSH__Q_BLK_CACHE; i++)
+    if (posh_atomic_load_relaxed(&sh->xblk_cache[i]) == off)
+      return 1;
+  return 0;
 }
 
 /* Keep a block we own for reuse, or free it. */
@@ -768,6 +780,17 @@ POSH_EXTERN int posh_queue_get(posh_obj_t *q, void *buf, size_t cap,
   return r;
 }
 
+/* A received message's tag (posh_queue_msg_t.reserved): its block and the
+ * queue it came from, so that msg_release takes back only what get_msg of
+ * this queue handed out, not any block a damaged or made-up message points
+ * at (the block would go into this queue's cache and be reused under its
+ * real owner). */
+static uint64_t msg_tag(posh_heap_t *heap, const posh__queue_shared_t *sh,
+                        const void *blk) {
+  uint64_t key[2] = {posh__off_of(heap, blk), posh__off_of(heap, sh)};
+  return XXH3_64bits_withSeed(key, sizeof key, 0x706f73686d736721ull);
+}
+
 POSH_EXTERN int posh_queue_get_msg(posh_obj_t *q, posh_queue_msg_t *m,
                                    int64_t timeout_ns) {
   posh__queue_shared_t *sh;
@@ -796,6 +819,8 @@ POSH_EXTERN int posh_queue_get_msg(posh_obj_t *q, posh_queue_msg_t *m,
     return r; /* m stays empty */
   m->block = blk;
   m->data = blk ? blk : (void *)m->inline_buf;
+  if (blk)
+    m->reserved = msg_tag(q->heap, sh, blk);
   return 0;
 }
 
@@ -807,12 +832,16 @@ POSH_EXTERN int posh_queue_msg_release(posh_obj_t *q, posh_queue_msg_t *m) {
   if (!m)
     return POSH_EINVAL;
   if (m->block) {
-    if (posh_block_state(q->heap, m->block) == POSH_BLOCK_ALLOCATED)
-      blk_give(q->heap, sh, m->block);
-    else
-      r = POSH_EFAULT;
+    /* Bounds first: msg_tag takes the block's offset in the heap. */
+    if (posh_block_state(q->heap, m->block) != POSH_BLOCK_ALLOCATED)
+      return POSH_EFAULT; /* nothing taken back; m left as it is */
+    if (m->reserved != msg_tag(q->heap, sh, m->block) ||
+        blk_cached(q->heap, sh, m->block))
+      return POSH_EINVAL; /* not from get_msg of this queue, or released */
+    blk_give(q->heap, sh, m->block);
   }
   m->block = NULL;
+  m->reserved = 0;
   m->data = NULL;
   m->len = 0;
   return r;

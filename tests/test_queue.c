@@ -357,6 +357,28 @@ static void test_zero_copy(void **state) {
   assert_ptr_equal(m.data, blk); /* the cached block was reused */
   assert_memory_equal(m.data, big, 100000);
   assert_int_equal(posh_queue_msg_release(q, &m), 0);
+  /* msg_release takes back only a block that get_msg of this queue handed
+   * out: not another live block (it would be reused under its owner), not
+   * a block of another queue, and not the same message twice. */
+  posh_obj_t *q2 = mkq(f->heap, NULL, 8, 0, 0, 0);
+  assert_int_equal(posh_queue_put(q, big, 100000, 0), 0);
+  assert_int_equal(posh_queue_get_msg(q, &m, 0), 0);
+  posh_queue_msg_t forged = m, copy = m;
+  unsigned char *other = posh_alloc(f->heap, 100000);
+  assert_non_null(other);
+  forged.block = forged.data = other;
+  assert_int_equal(posh_queue_msg_release(q, &forged), POSH_EINVAL);
+  assert_ptr_equal(forged.block, other); /* untouched */
+  assert_int_equal(posh_queue_msg_release(q2, &copy), POSH_EINVAL);
+  char local_junk[64];
+  forged.block = local_junk;
+  assert_int_equal(posh_queue_msg_release(q, &forged), POSH_EFAULT);
+  assert_int_equal(posh_queue_msg_release(q, &m), 0);
+  assert_null(m.block);
+  assert_int_equal(posh_queue_msg_release(q, &m), 0); /* empty now: no-op */
+  assert_int_equal(posh_queue_msg_release(q, &copy), POSH_EINVAL); /* twice */
+  posh_free(f->heap, other);
+  posh_obj_close(q2);
   free(big);
   /* put_block refuses what is not a live block of the heap. */
   char local[16];

@@ -120,6 +120,10 @@ POSH_EXTERN int posh_queue_get(posh_obj_t *q, void *buf, size_t cap,
  * posh_queue_msg_t); release it with posh_queue_msg_release. */
 POSH_EXTERN int posh_queue_get_msg(posh_obj_t *q, posh_queue_msg_t *m,
                                    int64_t timeout_ns);
+/* Give a get_msg message's block back (m is emptied; an empty m is a
+ * no-op).  POSH_EINVAL when m is not a message get_msg of this queue handed
+ * out (made up, damaged, another queue's, or released already), POSH_EFAULT
+ * when its block is not a live heap block: nothing is taken back then. */
 POSH_EXTERN int posh_queue_msg_release(posh_obj_t *q, posh_queue_msg_t *m);
 /* Get up to n messages: waits (timeout) for the first, then takes those
  * that are there without waiting.  bufs[i] is the buffer of message i;
