@@ -45,9 +45,14 @@ int posh__directory_repair(posh_heap_t *heap) {
       /* Release: readers that see the even sequence see the tombstone. */
       posh_atomic32_store_release(&e->xseq, seq + 1);
     }
-    if (e->state == POSH_DIRENT_LIVE)
+    if (e->state == POSH_DIRENT_LIVE) {
       live++;
-    else if (e->state == POSH_DIRENT_TOMBSTONE)
+      /* A damaged bound must not hide a live name. */
+      uint32_t home = (uint32_t)(e->hash % h->max_names);
+      uint32_t k = (i + h->max_names - home) % h->max_names;
+      if (posh_atomic32_load_relaxed(&heap->dir[home].xprobe_max) < k)
+        posh_atomic32_exchange_full(&heap->dir[home].xprobe_max, k);
+    } else if (e->state == POSH_DIRENT_TOMBSTONE)
       tomb++;
   }
   h->dir_count = live;
@@ -122,9 +127,12 @@ static int entry_read(posh__dirent_t *e, posh__dirent_t *snap) {
 static int lookup_nolock(posh_heap_t *heap, const char *name, size_t len,
                          uint64_t hash, posh__dirent_t *snap,
                          uint32_t *index_out) {
-  uint32_t n = heap->hdr->max_names;
-  for (uint32_t k = 0; k < n; k++) {
-    uint32_t i = (uint32_t)((hash + k) % n);
+  uint32_t n = heap->hdr->max_names, home = (uint32_t)(hash % n);
+  /* Acquire: the bound is raised (full barrier) before an entry past the
+   * old one becomes LIVE; a bind that returned before we started is seen. */
+  uint32_t bound = posh_atomic32_load_acquire(&heap->dir[home].xprobe_max);
+  for (uint32_t k = 0; k < n && k <= bound; k++) {
+    uint32_t i = (home + k) % n;
     int r = entry_read(&heap->dir[i], snap);
     if (r)
       return r;
@@ -192,10 +200,12 @@ POSH_EXTERN int posh_name_bind(posh_heap_t *heap, const char *name,
     return r;
   /* Under the lock the table does not change: probe for a duplicate and
    * remember the first reusable slot. */
-  uint32_t n = h->max_names, target = UINT32_MAX;
+  uint32_t n = h->max_names, home = (uint32_t)(hash % n);
+  uint32_t bound = posh_atomic32_load_relaxed(&heap->dir[home].xprobe_max);
+  uint32_t target = UINT32_MAX, target_k = 0;
   r = POSH_ENOSPC;
   for (uint32_t k = 0; k < n; k++) {
-    uint32_t i = (uint32_t)((hash + k) % n);
+    uint32_t i = (home + k) % n;
     posh__dirent_t *e = &heap->dir[i];
     if (e->state == POSH_DIRENT_LIVE) {
       if (e->hash == hash && e->name_len == len && !memcmp(e->name, name, len)) {
@@ -204,13 +214,19 @@ POSH_EXTERN int posh_name_bind(posh_heap_t *heap, const char *name,
       }
       continue;
     }
-    if (target == UINT32_MAX)
+    if (target == UINT32_MAX) {
       target = i;
-    if (e->state == POSH_DIRENT_EMPTY)
+      target_k = k;
+    }
+    /* A duplicate lies within the bound; past it only a free entry is
+     * looked for. */
+    if (e->state == POSH_DIRENT_EMPTY || k >= bound)
       break;
   }
   if (target == UINT32_MAX)
     goto out;
+  if (target_k > bound) /* full barrier: before the entry becomes LIVE */
+    posh_atomic32_exchange_full(&heap->dir[home].xprobe_max, target_k);
   posh__dirent_t *e = &heap->dir[target];
   int was_tomb = e->state == POSH_DIRENT_TOMBSTONE;
   entry_write_begin(e);
@@ -229,6 +245,26 @@ POSH_EXTERN int posh_name_bind(posh_heap_t *heap, const char *name,
 out:
   dir_unlock(heap, token);
   return r;
+}
+
+/* The directory became empty: every entry becomes EMPTY and every probe
+ * bound 0, which undoes what churn left (tombstones, bounds raised by a
+ * crowded moment).  A lock-free reader probing meanwhile finds nothing
+ * either way.  dir_lock held. */
+static void reset_if_empty(posh_heap_t *heap) {
+  posh__hdr_t *h = heap->hdr;
+  if (h->dir_count != 0)
+    return;
+  for (uint32_t i = 0; i < h->max_names; i++) {
+    posh__dirent_t *e = &heap->dir[i];
+    if (e->state == POSH_DIRENT_TOMBSTONE) {
+      entry_write_begin(e);
+      e->state = POSH_DIRENT_EMPTY;
+      entry_write_end(e);
+    }
+    posh_atomic32_store_relaxed(&e->xprobe_max, 0); /* nothing is LIVE */
+  }
+  h->dir_tombstones = 0;
 }
 
 POSH_EXTERN int posh_name_unbind(posh_heap_t *heap, const char *name,
@@ -258,6 +294,7 @@ POSH_EXTERN int posh_name_unbind(posh_heap_t *heap, const char *name,
     entry_write_end(e);
     heap->hdr->dir_count--;
     heap->hdr->dir_tombstones++;
+    reset_if_empty(heap);
   }
   dir_unlock(heap, token);
   return r;
@@ -312,6 +349,15 @@ int posh__directory_check(posh_heap_t *heap, char *report, size_t len,
       posh__report(report, len, used,
                    "directory: entry %u offset %llu out of range\n", i,
                    (unsigned long long)e->off);
+      bad = 1;
+    }
+    uint32_t n = heap->hdr->max_names, home = (uint32_t)(e->hash % n);
+    uint32_t k = (i + n - home) % n;
+    if (posh_atomic32_load_acquire(&heap->dir[home].xprobe_max) < k) {
+      posh__report(report, len, used,
+                   "directory: entry %u lies %u past its home %u, whose probe "
+                   "bound is %u\n", i, k, home,
+                   posh_atomic32_load_relaxed(&heap->dir[home].xprobe_max));
       bad = 1;
     }
   }

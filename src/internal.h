@@ -251,7 +251,17 @@ typedef struct posh__dirent {
   uint16_t name_len;  /* dir_lock */
   uint16_t pad;
   char name[POSH_NAME_MAX + 1]; /* dir_lock */
-  uint64_t pad2[4];
+  /* Of this entry as a home (the slot a hash picks first), not of the name
+   * stored in it: the longest probe (entries past the home) of any name
+   * bound with this home.  Look-ups stop after it, so tombstones left by
+   * churn do not make a miss probe the whole table.  Only grows (reset
+   * when the directory is empty); too large is harmless, so a writer
+   * killed after raising it loses nothing.  Synchronization: written under
+   * dir_lock with a full-barrier exchange before the entry it covers
+   * becomes LIVE; readers load it with acquire before probing. */
+  posh_atomic32_t xprobe_max;
+  uint32_t pad3;
+  uint64_t pad2[3];
 } posh__dirent_t;
 _Static_assert(sizeof(posh__dirent_t) == 128, "dirent is two cache lines");
 

@@ -333,6 +333,35 @@ static void test_full_and_tombstones(void **state) {
   }
   assert_int_equal(stats_names(h), 20);
   assert_int_equal(foreach_count(h), 20);
+  /* A miss probes only as far as the longest probe any name of its home
+   * ever needed, not through every tombstone churn left (before the bound,
+   * all 44 free entries were tombstones and a miss probed the whole
+   * table). */
+  uint32_t tomb = 0, worst = 0;
+  for (uint32_t i = 0; i < N; i++) {
+    tomb += h->dir[i].state == POSH_DIRENT_TOMBSTONE;
+    uint32_t b = posh_atomic32_load_relaxed(&h->dir[i].xprobe_max);
+    worst = b > worst ? b : worst;
+  }
+  fprintf(stderr, "      after churn: %u tombstones, longest probe bound %u of %u\n",
+          tomb, worst, N);
+  assert_int_equal(tomb, h->hdr->dir_tombstones);
+  assert_true(worst < N / 2);
+  assert_int_equal(tu_check(h), 0);
+  for (unsigned i = 2980; i < 3000; i++) { /* the last one gone: reset */
+    snprintf(name, sizeof name, "churn%u", i);
+    assert_int_equal(posh_name_unbind(h, name, POSH_OFF_NULL), 0);
+  }
+  assert_int_equal(h->hdr->dir_tombstones, 0);
+  for (uint32_t i = 0; i < N; i++) {
+    assert_int_equal(h->dir[i].state, POSH_DIRENT_EMPTY);
+    assert_int_equal(posh_atomic32_load_relaxed(&h->dir[i].xprobe_max), 0);
+  }
+  assert_int_equal(stats_names(h), 0);
+  for (unsigned i = 0; i < 3000; i += 7) {
+    snprintf(name, sizeof name, "churn%u", i);
+    assert_int_equal(posh_name_lookup(h, name, &got, NULL), POSH_ENOENT);
+  }
   assert_int_equal(tu_check(h), 0);
 
   /* The smallest table. */
@@ -419,6 +448,38 @@ static void test_check_detects_directory_damage(void **state) {
   posh_off_t got;
   assert_int_equal(posh_name_lookup(h, "entry", &got, NULL), 0);
   assert_int_equal(got.v, 4096);
+  /* A name bound one past its home (another name of the same home holds
+   * it), with that home's probe bound damaged: the name is hidden, the
+   * check reports it, and the repair after a writer's death raises the
+   * bound again. */
+  uint32_t home = (uint32_t)(e->hash % 16);
+  assert_int_equal((uint32_t)i, home); /* alone in the table: at its home */
+  char twin[32];
+  for (unsigned t = 0;; t++) {
+    snprintf(twin, sizeof twin, "twin%u", t);
+    if (XXH3_64bits(twin, strlen(twin)) % 16 == home)
+      break;
+  }
+  assert_int_equal(posh_name_bind(h, twin, (posh_off_t){8192}, 2), 0);
+  posh__dirent_t *te = &h->dir[(home + 1) % 16];
+  assert_int_equal(te->state, POSH_DIRENT_LIVE);
+  assert_string_equal(te->name, twin);
+  posh_atomic32_t *bound = &h->dir[home].xprobe_max;
+  assert_int_equal(posh_atomic32_load_relaxed(bound), 1);
+  posh_atomic32_store_relaxed(bound, 0);
+  assert_int_equal(posh_name_lookup(h, twin, &got, NULL), POSH_ENOENT);
+  assert_int_equal(posh_heap_check(h, report, sizeof report), POSH_ECORRUPT);
+  assert_non_null(strstr(report, "probe bound"));
+  assert_int_equal(posh__directory_repair(h), 0);
+  assert_int_equal(posh_atomic32_load_relaxed(bound), 1);
+  assert_int_equal(tu_check(h), 0);
+  assert_int_equal(posh_name_lookup(h, twin, &got, NULL), 0);
+  assert_int_equal(got.v, 8192);
+  /* Unbinding the first leaves a tombstone at the home: the twin is still
+   * found behind it. */
+  assert_int_equal(posh_name_unbind(h, "entry", POSH_OFF_NULL), 0);
+  assert_int_equal(posh_name_lookup(h, twin, &got, NULL), 0);
+  assert_int_equal(posh_name_bind(h, twin, (posh_off_t){64}, 2), POSH_EEXIST);
   assert_int_equal(posh_heap_detach(h), 0);
 }
 
