@@ -433,6 +433,17 @@ static int locate(posh_heap_t *heap, const void *ptr, posh__page_t **pg_out,
     if (idx >= pg->capacity ||
         pg->first_block + idx * pg->block_size != in_page)
       return POSH_EFAULT;
+    /* A damaged descriptor (the descriptors are shared memory) must not
+     * send a free's bitmap and flag writes, or the owner's class look-ups,
+     * outside the page: the head, both bitmaps' words for idx, and the
+     * class index are bounded here (posh_heap_check checks the rest). */
+    if (posh_unlikely(pg->size_class >= (uint32_t)posh__nclasses ||
+                      pg->first_block > POSH_PAGE_SIZE ||
+                      (uint64_t)pg->head_off + sizeof(posh__page_head_t) +
+                              (idx / 64 + 1) * 8u > pg->free_bitmap_off ||
+                      (uint64_t)pg->free_bitmap_off + (idx / 64 + 1) * 8u >
+                          pg->first_block))
+      return POSH_ECORRUPT;
     *idx_out = idx;
     return POSH_PAGE_SMALL;
   }

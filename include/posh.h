@@ -223,9 +223,10 @@ POSH_EXTERN void *posh_realloc(posh_heap_t *heap, void *ptr, size_t size);
 POSH_EXTERN void *posh_aligned_alloc(posh_heap_t *heap, size_t alignment,
                                      size_t size);
 /* Free a block.  NULL is a no-op (returns 0).  Returns POSH_EFAULT for a
- * pointer that is not the start of a live block of this heap and
- * POSH_EDOUBLEFREE for a detected double free; the heap is left unchanged
- * in both cases. */
+ * pointer that is not the start of a live block of this heap,
+ * POSH_EDOUBLEFREE for a detected double free and POSH_ECORRUPT when the
+ * descriptor of the block's page is damaged; the heap is left unchanged in
+ * these cases. */
 POSH_EXTERN int posh_free(posh_heap_t *heap, void *ptr);
 /* Usable bytes of a live block, 0 for an invalid pointer. */
 POSH_EXTERN size_t posh_usable_size(posh_heap_t *heap, const void *ptr);

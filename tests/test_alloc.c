@@ -572,6 +572,45 @@ static void *free_once_thread(void *arg) {
   return NULL;
 }
 
+/* A free from another thread into a page whose descriptor was damaged
+ * (the descriptors are shared memory: a stray write) is POSH_ECORRUPT and
+ * writes nothing: not with the class index, the head offset or the free
+ * bitmap offset pointing elsewhere.  Undamaged again, it frees normally. */
+static void test_remote_free_damaged_descriptor(void **state) {
+  (void)state;
+  posh_heap_t *h = mk(64 * MiB);
+  assert_non_null(h);
+  unsigned char *p = posh_alloc(h, 48), *keep = posh_alloc(h, 48);
+  assert_non_null(p);
+  assert_non_null(keep);
+  posh__page_t *pg = &h->pages[(uint64_t)(p - h->data) >> POSH_PAGE_SHIFT];
+  const posh__page_t saved = *pg;
+  for (int d = 0; d < 4; d++) {
+    switch (d) {
+    case 0: pg->size_class = 200; break;
+    case 1: pg->head_off = 65535; break;       /* head past the bitmaps */
+    case 2: pg->free_bitmap_off = 65535; break; /* bitmap past the blocks */
+    case 3: pg->first_block = 1u << 20; break;  /* past the page */
+    }
+    struct twice t = {h, p, -1, -1};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, free_once_thread, &t), 0);
+    pthread_join(th, NULL);
+    assert_true(t.r1 == POSH_ECORRUPT || t.r1 == POSH_EFAULT);
+    assert_int_equal(posh_block_state(h, p), POSH_BLOCK_INVALID);
+    *pg = saved;
+    assert_int_equal(posh_block_state(h, p), POSH_BLOCK_ALLOCATED);
+  }
+  struct twice t = {h, p, -1, -1};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, free_once_thread, &t), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(t.r1, 0);
+  assert_int_equal(posh_free(h, keep), 0);
+  ASSERT_HEAP_OK(h, 0);
+  assert_int_equal(posh_heap_detach(h), 0);
+}
+
 /* Debug builds: a double free split between the owner and another thread
  * (either order) is EDOUBLEFREE and leaves the heap consistent (a
  * regression test: the owner's free once accepted a block whose remote bit
@@ -2023,6 +2062,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_bad_frees),
       cmocka_unit_test(test_double_free),
       cmocka_unit_test(test_double_remote_free),
+      cmocka_unit_test(test_remote_free_damaged_descriptor),
       cmocka_unit_test(test_double_free_owner_and_remote),
       cmocka_unit_test(test_stale_remote_bit_never_doubles),
       cmocka_unit_test(test_remote_free_during_adoption),
