@@ -3,7 +3,8 @@
  * This file contains the value codec of posh: dumps(obj) -> bytes and
  * loads(bytes, copy=False) -> obj.  None, bool, int (any size), float,
  * complex, str, bytes, bytearray and tuples, lists and dicts of these are
- * encoded natively; anything else with pickle protocol 5, whose out-of-band
+ * encoded natively; anything else with pickle protocol 5 (and the reducers
+ * of multiprocessing.reduction as well as copyreg's), whose out-of-band
  * buffers of at least the threshold (64 KiB) are copied into heap blocks
  * and referenced by offset, so the receiver maps them without a copy (a
  * HeapBuffer object frees the block when the last view of it goes).
@@ -50,7 +51,7 @@
 
 #define MAX_DEPTH 100
 static Py_ssize_t g_threshold = 64 * 1024; /* out-of-band buffer size */
-static PyObject *g_pickle_dumps, *g_pickle_loads;
+static PyObject *g_pickle_loads;
 
 /* ------------------------------------------------------------------------
  * Reference counts of out-of-band blocks (see the top of the file).
@@ -333,12 +334,9 @@ static void enc_free(enc_t *e) {
   PyMem_Free(e->cur_refs);
 }
 
-/* buffer_callback of pickle.dumps: big contiguous buffers into the heap
+/* buffer_callback of the pickler: big contiguous buffers into the heap
  * (return False: out of band), the rest in band (return True). */
-static PyObject *enc_buffer_cb(PyObject *capsule, PyObject *pb) {
-  enc_t *e = PyCapsule_GetPointer(capsule, NULL);
-  if (!e)
-    return NULL;
+static PyObject *enc_buffer(enc_t *e, PyObject *pb) {
   Py_buffer v;
   if (PyObject_GetBuffer(pb, &v, PyBUF_C_CONTIGUOUS) < 0) {
     PyErr_Clear();
@@ -391,25 +389,150 @@ static PyObject *enc_buffer_cb(PyObject *capsule, PyObject *pb) {
   Py_RETURN_FALSE;
 }
 
+/* ------------------------------------------------------------------------
+ * Pickling with multiprocessing's reducers.  Objects go through the
+ * reducers of copyreg and of multiprocessing.reduction.ForkingPickler (what
+ * multiprocessing's own queues and pipes use): a socket or a
+ * multiprocessing Connection travels as a handle the receiver duplicates,
+ * not as a dead fd number, and reducers registered with
+ * multiprocessing.reduction.register apply.  pickle.dumps knows only
+ * copyreg's, and a Pickler made per call costs ~4x pickle.dumps, so one
+ * Pickler (with its BytesIO) is kept and reused: memo cleared, file
+ * rewound.  A nested or concurrent pickle (a __reduce__ that encodes, or
+ * another thread while this one runs Python code) finds it busy and makes
+ * its own.  All of it under the GIL.
+ * ---------------------------------------------------------------------- */
+static PyObject *g_pickler_cls, *g_bytesio_cls;
+static PyObject *g_copyreg_table, *g_mp_reducers; /* dicts; mp's may be NULL */
+static PyObject *g_pk_table;       /* the two merged */
+static Py_ssize_t g_pk_table_n = -1; /* their sizes when merged */
+static PyObject *g_pk, *g_pk_file; /* the reusable Pickler and its file */
+static int g_pk_busy;
+static enc_t *g_pk_enc; /* whose buffers the reusable Pickler's callback takes */
+
+static PyObject *enc_buffer_cb(PyObject *capsule, PyObject *pb) {
+  enc_t *e = PyCapsule_GetPointer(capsule, NULL);
+  return e ? enc_buffer(e, pb) : NULL;
+}
+static PyObject *pk_buffer_cb(PyObject *unused, PyObject *pb) {
+  return enc_buffer(g_pk_enc, pb);
+}
 static PyMethodDef enc_cb_def = {"_posh_buffer_cb", enc_buffer_cb, METH_O,
                                  NULL};
+static PyMethodDef pk_cb_def = {"_posh_buffer_cb", pk_buffer_cb, METH_O, NULL};
 
-static int enc_pickle(enc_t *e, PyObject *obj) {
-  PyObject *cap = PyCapsule_New(e, NULL, NULL);
-  if (!cap)
-    return -1;
-  PyObject *cb = PyCFunction_New(&enc_cb_def, cap);
-  Py_DECREF(cap);
-  if (!cb)
-    return -1;
-  e->ncur = 0;
-  size_t first_ref = e->nrefs;
-  PyObject *args = Py_BuildValue("(Oi)", obj, 5);
+/* The merged dispatch table, rebuilt when either source changed size (a
+ * reducer registered after import). */
+static PyObject *pk_table(void) {
+  Py_ssize_t n = PyDict_Size(g_copyreg_table) +
+                 (g_mp_reducers ? PyDict_Size(g_mp_reducers) : 0);
+  if (g_pk_table && n == g_pk_table_n)
+    return g_pk_table;
+  PyObject *t = PyDict_Copy(g_copyreg_table);
+  if (!t || (g_mp_reducers && PyDict_Update(t, g_mp_reducers) < 0)) {
+    Py_XDECREF(t);
+    return NULL;
+  }
+  Py_XSETREF(g_pk_table, t);
+  g_pk_table_n = n;
+  if (g_pk && PyObject_SetAttrString(g_pk, "dispatch_table", t) < 0) {
+    PyErr_Clear();
+    Py_CLEAR(g_pk); /* made anew below */
+    Py_CLEAR(g_pk_file);
+  }
+  return t;
+}
+
+static PyObject *new_pickler(PyObject *file, PyObject *cb, PyObject *table) {
+  PyObject *args = Py_BuildValue("(Oi)", file, 5);
   PyObject *kw = args ? Py_BuildValue("{sO}", "buffer_callback", cb) : NULL;
-  PyObject *data = kw ? PyObject_Call(g_pickle_dumps, args, kw) : NULL;
+  PyObject *p = kw ? PyObject_Call(g_pickler_cls, args, kw) : NULL;
   Py_XDECREF(args);
   Py_XDECREF(kw);
-  Py_DECREF(cb);
+  if (p && PyObject_SetAttrString(p, "dispatch_table", table) < 0)
+    Py_CLEAR(p);
+  return p;
+}
+
+/* Interned method names and 0, for the vectorcalls of the reused Pickler
+ * (a format-string call per method doubled the cost of a small pickle). */
+static PyObject *s_seek, *s_truncate, *s_clear_memo, *s_dump, *s_getvalue,
+    *g_zero;
+
+/* o.name() or o.name(arg), result dropped: 0, or -1 with an exception. */
+static int call_ok(PyObject *o, PyObject *name, PyObject *arg) {
+  PyObject *r = arg ? PyObject_CallMethodOneArg(o, name, arg)
+                    : PyObject_CallMethodNoArgs(o, name);
+  Py_XDECREF(r);
+  return r ? 0 : -1;
+}
+
+/* Pickle obj (protocol 5, e's buffer callback): new bytes, or NULL. */
+static PyObject *pickle_obj(enc_t *e, PyObject *obj) {
+  PyObject *table = pk_table();
+  if (!table)
+    return NULL;
+  if (g_pk_busy) { /* nested or concurrent: a Pickler of its own */
+    PyObject *cap = PyCapsule_New(e, NULL, NULL);
+    PyObject *cb = cap ? PyCFunction_New(&enc_cb_def, cap) : NULL;
+    Py_XDECREF(cap);
+    PyObject *file = cb ? PyObject_CallNoArgs(g_bytesio_cls) : NULL;
+    PyObject *p = file ? new_pickler(file, cb, table) : NULL;
+    PyObject *data = p && call_ok(p, s_dump, obj) == 0
+                         ? PyObject_CallMethodNoArgs(file, s_getvalue)
+                         : NULL;
+    Py_XDECREF(p);
+    Py_XDECREF(file);
+    Py_XDECREF(cb);
+    return data;
+  }
+  if (!g_pk) {
+    PyObject *cb = PyCFunction_New(&pk_cb_def, NULL);
+    g_pk_file = cb ? PyObject_CallNoArgs(g_bytesio_cls) : NULL;
+    g_pk = g_pk_file ? new_pickler(g_pk_file, cb, table) : NULL;
+    Py_XDECREF(cb);
+    if (!g_pk) {
+      Py_CLEAR(g_pk_file);
+      return NULL;
+    }
+  }
+  /* Our references: a nested pickle may not replace them, but pk_table
+   * may (it drops and remakes them only when not busy, i.e. not now). */
+  PyObject *p = Py_NewRef(g_pk), *file = Py_NewRef(g_pk_file);
+  g_pk_busy = 1;
+  g_pk_enc = e;
+  PyObject *data = NULL;
+  if (call_ok(file, s_seek, g_zero) == 0 && call_ok(file, s_truncate, NULL) == 0 &&
+      call_ok(p, s_dump, obj) == 0)
+    data = PyObject_CallMethodNoArgs(file, s_getvalue);
+  /* The memo would keep every pickled object alive until the next use;
+   * after a failed dump, clear it with the dump's exception kept aside. */
+  if (data) {
+    if (call_ok(p, s_clear_memo, NULL) < 0)
+      Py_CLEAR(data);
+  } else {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (call_ok(p, s_clear_memo, NULL) < 0)
+      PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+  }
+  g_pk_busy = 0;
+  g_pk_enc = NULL;
+  Py_DECREF(p);
+  Py_DECREF(file);
+  if (data && !PyBytes_Check(data)) {
+    Py_DECREF(data);
+    PyErr_SetString(PyExc_TypeError, "posh: the pickler gave no bytes");
+    return NULL;
+  }
+  return data;
+}
+
+static int enc_pickle(enc_t *e, PyObject *obj) {
+  e->ncur = 0;
+  size_t first_ref = e->nrefs;
+  PyObject *data = pickle_obj(e, obj);
   int r = -1;
   if (data) {
     r = enc_tagged(e, 'K', PyBytes_AS_STRING(data),
@@ -1120,10 +1243,40 @@ int pyposh_codec_init(PyObject *m) {
   PyObject *pickle = PyImport_ImportModule("pickle");
   if (!pickle)
     return -1;
-  g_pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
   g_pickle_loads = PyObject_GetAttrString(pickle, "loads");
+  g_pickler_cls = PyObject_GetAttrString(pickle, "Pickler");
   Py_DECREF(pickle);
-  if (!g_pickle_dumps || !g_pickle_loads)
+  if (!g_pickle_loads || !g_pickler_cls)
     return -1;
+  s_seek = PyUnicode_InternFromString("seek");
+  s_truncate = PyUnicode_InternFromString("truncate");
+  s_clear_memo = PyUnicode_InternFromString("clear_memo");
+  s_dump = PyUnicode_InternFromString("dump");
+  s_getvalue = PyUnicode_InternFromString("getvalue");
+  g_zero = PyLong_FromLong(0);
+  if (!s_seek || !s_truncate || !s_clear_memo || !s_dump || !s_getvalue ||
+      !g_zero)
+    return -1;
+  PyObject *io = PyImport_ImportModule("io");
+  g_bytesio_cls = io ? PyObject_GetAttrString(io, "BytesIO") : NULL;
+  Py_XDECREF(io);
+  PyObject *copyreg = g_bytesio_cls ? PyImport_ImportModule("copyreg") : NULL;
+  g_copyreg_table =
+      copyreg ? PyObject_GetAttrString(copyreg, "dispatch_table") : NULL;
+  Py_XDECREF(copyreg);
+  if (!g_copyreg_table || !PyDict_Check(g_copyreg_table))
+    return -1;
+  /* multiprocessing.connection registers the Connection reducer. */
+  PyObject *conn = PyImport_ImportModule("multiprocessing.connection");
+  PyObject *red = conn ? PyImport_ImportModule("multiprocessing.reduction") : NULL;
+  PyObject *fp = red ? PyObject_GetAttrString(red, "ForkingPickler") : NULL;
+  g_mp_reducers = fp ? PyObject_GetAttrString(fp, "_extra_reducers") : NULL;
+  Py_XDECREF(conn);
+  Py_XDECREF(red);
+  Py_XDECREF(fp);
+  if (!g_mp_reducers || !PyDict_Check(g_mp_reducers)) {
+    PyErr_Clear(); /* copyreg's reducers only */
+    Py_CLEAR(g_mp_reducers);
+  }
   return PyModule_AddFunctions(m, codec_methods);
 }

@@ -4,11 +4,15 @@ native round trips, the pickle fallback and zero-copy heap buffers."""
 import collections
 import enum
 import math
+import multiprocessing
+import multiprocessing.reduction
 import pickle
+import socket
 import unittest
 
 import posh
 from posh import _posh
+from helpers import METHODS, JOIN
 
 try:
     import numpy as np
@@ -116,6 +120,84 @@ class CodecTest(unittest.TestCase):
     def test_unpicklable(self):
         with self.assertRaises(Exception):
             posh.dumps([1, lambda: 0])
+
+
+class Token:
+    """Pickled through a reducer registered with multiprocessing.reduction
+    only (plain pickle would copy its __dict__)."""
+    def __init__(self, value):
+        self.value = value
+
+
+def _rebuild_token(value):
+    return Token(("reduced", value))
+
+
+def _reduce_token(t):
+    return _rebuild_token, (t.value,)
+
+
+multiprocessing.reduction.register(Token, _reduce_token)
+
+
+def _use_handles(q, done):
+    sock, conn = q.get(timeout=JOIN)
+    sock.sendall(b"through the socket")
+    conn.send("through the connection")
+    sock.close()
+    conn.close()
+    done.set()
+
+
+class ReducerTest(unittest.TestCase):
+    # Objects are pickled with multiprocessing's reducers as well as
+    # copyreg's, as multiprocessing's own queues do: a reducer registered
+    # with multiprocessing.reduction.register is used, in nested pickles
+    # too (a __reduce__ that encodes).
+    def test_registered_reducer(self):
+        self.assertEqual(posh.loads(posh.dumps(Token(5))).value,
+                         ("reduced", 5))
+        self.assertEqual(posh.loads(posh.dumps([Token(1), {"k": Token(2)}]))
+                         [1]["k"].value, ("reduced", 2))
+
+        class Nested:
+            def __reduce__(self):
+                return posh.loads, (posh.dumps(Token(3)),)
+        self.assertEqual(posh.loads(posh.dumps(Nested())).value,
+                         ("reduced", 3))
+        # The reused pickler keeps nothing alive after a dumps.
+        import weakref
+        t = Token(4)
+        r = weakref.ref(t)
+        posh.dumps(t)
+        del t
+        self.assertIsNone(r())
+
+    # A socket and a multiprocessing Connection sent through a posh queue
+    # arrive usable in the child, under every start method (they travel as
+    # handles the receiver duplicates; they used to fail to pickle, or to
+    # arrive as a dead fd number).
+    def test_socket_and_connection_through_queue(self):
+        for m in METHODS:
+            with self.subTest(method=m):
+                ctx = multiprocessing.get_context(m)
+                a, b = socket.socketpair()
+                r, w = multiprocessing.Pipe(duplex=False)
+                q, done = posh.Queue(), posh.Event()
+                p = ctx.Process(target=_use_handles, args=(q, done))
+                p.start()
+                q.put((b, w))
+                b.close()
+                w.close()
+                self.assertTrue(done.wait(JOIN))
+                a.settimeout(JOIN)
+                self.assertEqual(a.recv(100), b"through the socket")
+                self.assertTrue(r.poll(JOIN))
+                self.assertEqual(r.recv(), "through the connection")
+                p.join(JOIN)
+                self.assertEqual(p.exitcode, 0)
+                a.close()
+                r.close()
 
 
 @unittest.skipIf(np is None, "numpy missing")
