@@ -97,16 +97,24 @@ class _Shared(ObjBase):
             with_lock = True
         elif lock is False:
             with_lock = False
-        elif hasattr(lock, "acquire") and hasattr(lock, "release"):
+        elif hasattr(lock, "acquire"):
             with_lock = False   # the given lock protects it
             self._ext_lock = lock
-        else:
-            raise ValueError("unrecognized type for lock: %r" % (lock,))
+        else:  # as multiprocessing
+            raise AttributeError("%r has no method 'acquire'" % (lock,))
         self._create(kind, tc, length, with_lock)
 
     def __reduce__(self):
         return (_rebuild, (type(self), self._ref(), _posh.heap_handle(),
                            self._ext_lock))
+
+
+class _Synchronized:
+    """What a Value or Array with a lock adds (multiprocessing's
+    Synchronized wrappers): get_lock, get_obj and the lock's methods.  The
+    raw forms (RawValue, RawArray, lock=False) have none of them, as
+    multiprocessing's raw ctypes objects."""
+    __slots__ = ()
 
     def get_lock(self):
         if self._ext_lock is not None:
@@ -136,13 +144,14 @@ class _Shared(ObjBase):
         return self.get_lock().__exit__(*args)
 
 
-class Value(_Shared):
-    """A shared scalar (multiprocessing.Value): Value(typecode_or_type,
-    *args, lock=True).  lock: True (its own recursive lock), False (none:
-    a RawValue) or a Lock/RLock to use."""
+class RawValue(_Shared):
+    """A shared scalar without a lock (multiprocessing.RawValue)."""
     __slots__ = ()
 
-    def __init__(self, typecode_or_type, *args, lock=True, ctx=None):
+    def __init__(self, typecode_or_type, *args):
+        self._init_value(typecode_or_type, args, False)
+
+    def _init_value(self, typecode_or_type, args, lock):
         self._init(_posh.OBJ_VALUE, typecode_or_type, 1, lock)
         if args:
             self._set(args[0])
@@ -166,21 +175,33 @@ class Value(_Shared):
                                 _CNAMES.get(self._typecode, "?"), self.value)
 
 
-class RawValue(Value):
-    """A shared scalar without a lock (multiprocessing.RawValue)."""
+class Value(_Synchronized, RawValue):
+    """A shared scalar (multiprocessing.Value): Value(typecode_or_type,
+    *args, lock=True).  lock: True (its own recursive lock), False (none:
+    a RawValue is returned, as multiprocessing returns the raw object) or
+    a Lock/RLock to use."""
     __slots__ = ()
 
-    def __init__(self, typecode_or_type, *args):
-        super().__init__(typecode_or_type, *args, lock=False)
+    def __new__(cls, typecode_or_type=None, *args, lock=True, ctx=None):
+        if lock is False and cls is Value:
+            # not a Value, so Python will not call __init__: done here
+            raw = RawValue.__new__(RawValue)
+            raw._init_value(typecode_or_type, args, False)
+            return raw
+        return super().__new__(cls)
+
+    def __init__(self, typecode_or_type, *args, lock=True, ctx=None):
+        self._init_value(typecode_or_type, args, lock)
 
 
-class Array(_Shared):
-    """A shared fixed-length array (multiprocessing.Array):
-    Array(typecode_or_type, size_or_initializer, *, lock=True)."""
+class RawArray(_Shared):
+    """A shared array without a lock (multiprocessing.RawArray)."""
     __slots__ = ()
 
-    def __init__(self, typecode_or_type, size_or_initializer, *, lock=True,
-                 ctx=None):
+    def __init__(self, typecode_or_type, size_or_initializer):
+        self._init_array(typecode_or_type, size_or_initializer, False)
+
+    def _init_array(self, typecode_or_type, size_or_initializer, lock):
         try:
             # a size: int or any __index__ object (numpy integers)
             n, init = operator.index(size_or_initializer), None
@@ -268,12 +289,24 @@ class Array(_Shared):
             memoryview(self).cast("B")[:len(v)] = v
 
 
-class RawArray(Array):
-    """A shared array without a lock (multiprocessing.RawArray)."""
+class Array(_Synchronized, RawArray):
+    """A shared fixed-length array (multiprocessing.Array):
+    Array(typecode_or_type, size_or_initializer, *, lock=True); lock=False
+    returns a RawArray, as multiprocessing returns the raw object."""
     __slots__ = ()
 
-    def __init__(self, typecode_or_type, size_or_initializer):
-        super().__init__(typecode_or_type, size_or_initializer, lock=False)
+    def __new__(cls, typecode_or_type=None, size_or_initializer=None, *,
+                lock=True, ctx=None):
+        if lock is False and cls is Array:
+            # not an Array, so Python will not call __init__: done here
+            raw = RawArray.__new__(RawArray)
+            raw._init_array(typecode_or_type, size_or_initializer, False)
+            return raw
+        return super().__new__(cls)
+
+    def __init__(self, typecode_or_type, size_or_initializer, *, lock=True,
+                 ctx=None):
+        self._init_array(typecode_or_type, size_or_initializer, lock)
 
 
 class _NoLock:

@@ -87,9 +87,26 @@ class ValueTest(unittest.TestCase):
         self.assertEqual(v.value, 4)
         self.assertIsInstance(pickle.loads(pickle.dumps(v)).get_lock(),
                               posh.RLock)
-        with self.assertRaises(ValueError):
+        with self.assertRaises(AttributeError):  # as multiprocessing
             posh.Value("i", lock="yes")
-        self.assertEqual(posh.Value("i", 7, lock=False).value, 7)
+        with self.assertRaises(AttributeError):
+            posh.Array("i", 3, lock="yes")
+        # lock=False gives the raw object, without get_lock/get_obj, as
+        # multiprocessing does (CPython's test_getobj_getlock)
+        for raw in (posh.Value("i", 7, lock=False), posh.RawValue("i", 7),
+                    posh.Array("i", [7, 8], lock=False),
+                    posh.RawArray("i", [7, 8])):
+            self.assertFalse(hasattr(raw, "get_lock"))
+            self.assertFalse(hasattr(raw, "get_obj"))
+            self.assertEqual(raw.value if hasattr(raw, "value") and
+                             not isinstance(raw, posh.RawArray) else raw[0], 7)
+            self.assertIs(type(pickle.loads(pickle.dumps(raw))), type(raw))
+        self.assertIsInstance(posh.Value("i", 7, lock=False), posh.RawValue)
+        self.assertIsInstance(posh.Array("i", 2, lock=False), posh.RawArray)
+        for locked in (posh.Value("i"), posh.Value("i", lock=None),
+                       posh.Array("i", 2), posh.Array("i", 2, lock=lk)):
+            self.assertTrue(hasattr(locked, "get_lock"))
+            self.assertIs(locked.get_obj(), locked)
 
     # Array: initialisers, indexing, negative indexes, slices, iteration,
     # char arrays' value/raw, errors.
