@@ -32,6 +32,7 @@ import pickle
 import threading
 import time
 import traceback
+import warnings
 from multiprocessing import TimeoutError
 from multiprocessing.connection import wait as _wait_sentinels
 
@@ -41,7 +42,9 @@ __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator",
            "IMapUnorderedIterator", "WorkerLostError", "PoolTerminatedError",
            "MaybeEncodingError", "RemoteTraceback"]
 
-RUN, CLOSE, TERMINATE = 0, 1, 2
+# multiprocessing.pool's state names: code (and CPython's tests) that peeks
+# at pool._state compares with them.
+from multiprocessing.pool import RUN, CLOSE, TERMINATE  # noqa: E402
 _STOP = dumps(None)  # tells a worker (or the result thread) to stop
 _POLL = 0.1          # seconds between housekeeping rounds
 _INLINE_TASKS = 100000  # imap submits sized iterables up to this inline
@@ -57,12 +60,8 @@ class PoolTerminatedError(RuntimeError):
     """The pool was terminated before the task finished."""
 
 
-class RemoteTraceback(Exception):
-    def __init__(self, tb):
-        self.tb = tb
-
-    def __str__(self):
-        return self.tb
+# multiprocessing.pool's own, so `except multiprocessing.pool.X` works.
+from multiprocessing.pool import RemoteTraceback, MaybeEncodingError  # noqa
 
 
 class _ExceptionWithTraceback:
@@ -78,22 +77,6 @@ class _ExceptionWithTraceback:
 def _rebuild_exc(exc, tb):
     exc.__cause__ = RemoteTraceback(tb)
     return exc
-
-
-class MaybeEncodingError(Exception):
-    """Wraps possible unpickleable errors, so they can be safely sent
-    through the queue (as multiprocessing.pool.MaybeEncodingError)."""
-
-    def __init__(self, exc, value):
-        self.exc = repr(exc)
-        self.value = repr(value)
-        super().__init__(self.exc, self.value)
-
-    def __str__(self):
-        return "Error sending result: '%s'. Reason: '%s'" % (self.value, self.exc)
-
-    def __repr__(self):
-        return "<%s: %s>" % (self.__class__.__name__, self)
 
 
 def _mapstar(args):
@@ -778,10 +761,23 @@ class Pool:
             "pool objects cannot be passed between processes or pickled")
 
     def __repr__(self):
-        state = {RUN: "RUN", CLOSE: "CLOSE", TERMINATE: "TERMINATE"}[self._state]
         return "<%s.%s state=%s pool_size=%d>" % (
-            type(self).__module__, type(self).__qualname__, state,
-            len(self._workers))
+            type(self).__module__, type(self).__qualname__,
+            getattr(self, "_state", None), len(getattr(self, "_workers", ())))
+
+    @property
+    def _pool(self):
+        """The live worker processes (multiprocessing.Pool's attribute,
+        which code reads to find the workers' pids)."""
+        return [p for p in self._workers if p is not None]
+
+    def __del__(self, _warn=warnings.warn, RUN=RUN):
+        # As multiprocessing's.  A running pool's threads keep it alive, so
+        # this is seen for a pool that was never fully constructed or whose
+        # state was forced back.
+        if getattr(self, "_state", None) == RUN:
+            _warn("unclosed running multiprocessing pool %r" % (self,),
+                  ResourceWarning, source=self)
 
 
 class _PoshBackend:

@@ -61,7 +61,7 @@ class Lock(_Base):
         if not self._kind:
             return "<Lock(uninitialised)>"
         if self._info("owned"):
-            owner = "%s|%s" % (_procname(), threading.current_thread().name)
+            owner = _owner_name()
         elif self._info("locked"):
             owner = "SomeOtherThread"
         else:
@@ -78,8 +78,7 @@ class RLock(_Base):
 
     def __repr__(self):
         n = self._info("owned") if self._kind else 0
-        owner = ("%s|%s" % (_procname(), threading.current_thread().name)
-                 if n else "None/SomeOtherThread")
+        owner = _owner_name() if n else "None/SomeOtherThread"
         return "<%s(%s, %d)>" % (type(self).__name__, owner, n)
 
 
@@ -182,8 +181,9 @@ class Event(_Base):
         # True when the flag was set (also if cleared again since).
         return self._wait(timeout)
 
-    def __repr__(self):
-        return "<%s(set=%s)>" % (type(self).__name__, self.is_set())
+    def __repr__(self):  # as multiprocessing's
+        return "<%s at %#x %s>" % (type(self).__qualname__, id(self),
+                                   "set" if self.is_set() else "unset")
 
 
 class Barrier(_Base):
@@ -238,3 +238,12 @@ class Barrier(_Base):
 def _procname():
     import multiprocessing
     return multiprocessing.current_process().name
+
+
+def _owner_name():
+    """The holder's name in a lock's repr, as multiprocessing writes it:
+    the process, and the thread unless it is the main one."""
+    name = _procname()
+    if threading.current_thread().name != "MainThread":
+        name += "|" + threading.current_thread().name
+    return name

@@ -252,6 +252,38 @@ class PoolAPI(unittest.TestCase):
                 outcomes.add("terminated")
         self.assertIn("terminated", outcomes)
 
+    def test_multiprocessing_internals_code_reads(self):
+        """What code written for multiprocessing.Pool reads besides the API:
+        _pool (the worker processes), _state against multiprocessing.pool's
+        names, the ResourceWarning of an unclosed running pool, and
+        multiprocessing.pool's RemoteTraceback / MaybeEncodingError."""
+        import gc
+        import multiprocessing.pool as mpp
+        import warnings
+        p = posh.Pool(3)
+        try:
+            self.assertEqual(len(p._pool), 3)
+            self.assertTrue(all(w.is_alive() for w in p._pool))
+            self.assertEqual(p._state, mpp.RUN)
+            with self.assertRaises(ValueError) as cm:
+                p.apply(fail, (0,))
+            self.assertIsInstance(cm.exception.__cause__, mpp.RemoteTraceback)
+            self.assertIs(posh.pool.MaybeEncodingError, mpp.MaybeEncodingError)
+            p.close()
+            self.assertEqual(p._state, mpp.CLOSE)
+            p.join()
+        except BaseException:
+            p.terminate()  # a failure must not leave the pool running
+            raise
+        p._state = mpp.RUN  # as CPython's test_resource_warning
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del p
+            gc.collect()
+        self.assertTrue(any(issubclass(w.category, ResourceWarning) and
+                            "unclosed running multiprocessing pool"
+                            in str(w.message) for w in caught), caught)
+
     def test_bad_arguments(self):
         with self.assertRaises(ValueError):
             posh.Pool(0)

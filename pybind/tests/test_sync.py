@@ -30,7 +30,15 @@ class SingleProcessTest(unittest.TestCase):
             lk.release()
         with lk as got:
             self.assertTrue(got)
-            self.assertIn("MainThread", repr(lk))
+            # as multiprocessing: the process, and a thread other than
+            # the main one after a '|'
+            self.assertEqual(repr(lk), "<Lock(owner=MainProcess)>")
+            names = []
+            t = threading.Thread(target=lambda: names.append(repr(lk)),
+                                 name="T1")
+            t.start()
+            t.join()
+            self.assertEqual(names, ["<Lock(owner=SomeOtherThread)>"])
         self.assertFalse(lk.locked())
         self.assertIn("owner=None", repr(lk))
 
@@ -172,6 +180,7 @@ class SingleProcessTest(unittest.TestCase):
     # Event: set/clear/is_set/wait with and without timeout.
     def test_event(self):
         e = posh.Event()
+        self.assertRegex(repr(e), r"^<Event at 0x[0-9a-f]+ unset>$")
         self.assertFalse(e.is_set())
         self.assertFalse(e.wait(0.02))
         self.assertFalse(e.wait(0))
