@@ -35,7 +35,10 @@ _INITIAL, _STARTED, _SHUTDOWN = 0, 1, 2
 class Namespace:
     """Attribute namespace backed by a posh.dict (string keys)."""
 
-    __slots__ = ("_d",)
+    # _d: the shared dict; __dict__: the attributes whose names start with
+    # '_', which stay local to this object, as on multiprocessing's
+    # NamespaceProxy.
+    __slots__ = ("_d", "__dict__")
 
     def __init__(self, _d=None, **kwds):
         from posh import dict as shared_dict
@@ -54,10 +57,14 @@ class Namespace:
 
     def __setattr__(self, name, value):
         if name.startswith("_"):
-            raise AttributeError("Namespace attributes may not start with '_'")
+            object.__setattr__(self, name, value)  # local, not shared
+            return
         self._d[name] = value
 
     def __delattr__(self, name):
+        if name.startswith("_"):
+            object.__delattr__(self, name)
+            return
         try:
             del self._d[name]
         except KeyError:

@@ -245,8 +245,15 @@ class ManagerLifeCycle(unittest.TestCase):
             ns = m.Namespace(a=1)
             with self.assertRaises(AttributeError):
                 ns.missing
+            # '_' names stay local to this object, as on multiprocessing's
+            # NamespaceProxy: not shared, not in the repr
+            ns._private = 1
+            self.assertEqual(ns._private, 1)
+            self.assertFalse(hasattr(pickle.loads(pickle.dumps(ns)),
+                                     "_private"))
+            del ns._private
             with self.assertRaises(AttributeError):
-                ns._private = 1
+                ns._private
             del ns.a
             with self.assertRaises(AttributeError):
                 ns.a
