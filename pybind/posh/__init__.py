@@ -18,7 +18,6 @@ live process holding it; the kernel frees it when the last one exits, so
 nothing is ever left in /dev/shm.
 """
 import _thread
-import atexit as _atexit
 import os as _os
 from multiprocessing import util as _mp_util
 
@@ -109,13 +108,17 @@ def _detach_at_exit():
     _posh.shutdown(_thread._count() > 0)
 
 
-def _detach_in_children(_):
-    # Children of multiprocessing's fork (and forkserver) start method leave
-    # through os._exit, which skips atexit: detach from util's exit
-    # processing instead (last: after the finalizers of queues and pools).
+def _register_detach(_=None):
+    # From multiprocessing's exit processing (util._exit_function, which it
+    # runs at atexit, and which the children of its fork and forkserver
+    # start methods run before os._exit skips atexit), last: after the
+    # finalizers of pools (which terminate a running pool) and queues, and
+    # after the daemonic children were killed.
     _mp_util.Finalize(None, _detach_at_exit, exitpriority=-100)
 
 
 _init_from_env()
-_atexit.register(_detach_at_exit)
-_mp_util.register_after_fork(_detach_at_exit, _detach_in_children)
+_register_detach()
+# A multiprocessing child's finalizer registry starts empty.  (A plain
+# os.fork child inherits the registry and util's atexit handler.)
+_mp_util.register_after_fork(_detach_at_exit, _register_detach)

@@ -33,7 +33,9 @@ import threading
 import time
 import traceback
 import warnings
+import weakref
 from multiprocessing import TimeoutError
+from multiprocessing import util as _mp_util
 from multiprocessing.connection import wait as _wait_sentinels
 
 from ._posh import discard, dumps, heap_reap, loads
@@ -383,6 +385,14 @@ class Pool:
         self._worker_thread = threading.Thread(
             target=self._handle_workers, name="posh.Pool workers", daemon=True)
         self._worker_thread.start()
+        # A pool still running at exit is terminated before multiprocessing
+        # kills the daemonic children (priority 15, as multiprocessing's
+        # pool): else its worker thread would start replacements for the
+        # killed workers, which outlived the program.  Through a weak
+        # reference: the finalizer must not keep the pool alive.
+        self._exit_finalizer = _mp_util.Finalize(
+            self, _terminate_at_exit, args=(weakref.ref(self),),
+            exitpriority=15)
 
     # ---- workers -------------------------------------------------------
     def _start_worker(self, slot):
@@ -429,8 +439,12 @@ class Pool:
                         "this task" % (p.pid, p.exitcode)))
                 elif p.exitcode != 0:
                     self._suspect_loss = True  # may have died mid-take
-                if self._state == RUN or (self._state == CLOSE and
-                                          self._work_left()):
+                # Not at interpreter exit: multiprocessing's exit handler
+                # kills the daemonic workers it knows of, and a replacement
+                # started after that would outlive us.
+                if not _mp_util.is_exiting() and (
+                        self._state == RUN or (self._state == CLOSE and
+                                               self._work_left())):
                     self._start_worker(slot)
             if killed:
                 heap_reap()
@@ -778,6 +792,12 @@ class Pool:
         if getattr(self, "_state", None) == RUN:
             _warn("unclosed running multiprocessing pool %r" % (self,),
                   ResourceWarning, source=self)
+
+
+def _terminate_at_exit(pool_ref):
+    pool = pool_ref()
+    if pool is not None and pool._state != TERMINATE:
+        pool.terminate()
 
 
 class _PoshBackend:

@@ -520,5 +520,54 @@ class PoolHeapUse(unittest.TestCase):
         """ % (METHODS,), timeout=300)
         self.assertEqual((rc, out.strip(), err), (0, "ok", ""))
 
+def _processes_running(path):
+    """pids of the live processes whose command line contains path."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if path.encode() in f.read():
+                    with open("/proc/%s/stat" % pid) as st:
+                        if st.read().rsplit(")", 1)[1].split()[0] != "Z":
+                            found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+class PoolAtExit(unittest.TestCase):
+    # A pool still running when the program exits is terminated first and
+    # leaves no process behind.  Its worker thread used to start
+    # replacements for the workers multiprocessing's exit handler had just
+    # killed: they outlived the program (about one per run).
+    # Forked workers carry the script's path in their command line, which
+    # is how the leftovers are found; three runs, as it did not happen in
+    # every one.
+    def test_running_pool_leaves_no_process(self):
+        for m in ["fork"] * 3:
+            with self.subTest(method=m):
+                rc, out, err = run_py("""
+                    import posh
+
+                    def fail(x):
+                        raise ValueError(x)
+
+                    if __name__ == "__main__":
+                        p = posh.get_context(%r).Pool(3)
+                        try:
+                            p.apply(fail, (0,))
+                        except ValueError:
+                            pass
+                        print(__file__)
+                """ % m)
+                self.assertEqual((rc, err), (0, ""))
+                path = out.strip()
+                deadline = time.monotonic() + 10
+                while _processes_running(path) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self.assertEqual(_processes_running(path), [])
+
 if __name__ == "__main__":
     unittest.main()
