@@ -20,6 +20,13 @@ int posh__directory_init(posh_heap_t *heap) {
   return 0;
 }
 
+/* Where a name of this hash starts probing, and how far entry i lies past
+ * that home (linear probing wraps). */
+static uint32_t dir_home(uint32_t n, uint64_t hash) { return (uint32_t)(hash % n); }
+static uint32_t dir_distance(uint32_t n, uint32_t home, uint32_t i) {
+  return (i + n - home) % n;
+}
+
 static int name_check(const char *name, size_t *len_out) {
   if (!name)
     return POSH_EINVAL;
@@ -48,8 +55,8 @@ int posh__directory_repair(posh_heap_t *heap) {
     if (e->state == POSH_DIRENT_LIVE) {
       live++;
       /* A damaged bound must not hide a live name. */
-      uint32_t home = (uint32_t)(e->hash % h->max_names);
-      uint32_t k = (i + h->max_names - home) % h->max_names;
+      uint32_t home = dir_home(h->max_names, e->hash);
+      uint32_t k = dir_distance(h->max_names, home, i);
       if (posh_atomic32_load_relaxed(&heap->dir[home].xprobe_max) < k)
         posh_atomic32_exchange_full(&heap->dir[home].xprobe_max, k);
     } else if (e->state == POSH_DIRENT_TOMBSTONE)
@@ -127,7 +134,7 @@ static int entry_read(posh__dirent_t *e, posh__dirent_t *snap) {
 static int lookup_nolock(posh_heap_t *heap, const char *name, size_t len,
                          uint64_t hash, posh__dirent_t *snap,
                          uint32_t *index_out) {
-  uint32_t n = heap->hdr->max_names, home = (uint32_t)(hash % n);
+  uint32_t n = heap->hdr->max_names, home = dir_home(n, hash);
   /* Acquire: the bound is raised (full barrier) before an entry past the
    * old one becomes LIVE; a bind that returned before we started is seen. */
   uint32_t bound = posh_atomic32_load_acquire(&heap->dir[home].xprobe_max);
@@ -200,7 +207,7 @@ POSH_EXTERN int posh_name_bind(posh_heap_t *heap, const char *name,
     return r;
   /* Under the lock the table does not change: probe for a duplicate and
    * remember the first reusable slot. */
-  uint32_t n = h->max_names, home = (uint32_t)(hash % n);
+  uint32_t n = h->max_names, home = dir_home(n, hash);
   uint32_t bound = posh_atomic32_load_relaxed(&heap->dir[home].xprobe_max);
   uint32_t target = UINT32_MAX, target_k = 0;
   r = POSH_ENOSPC;
@@ -351,8 +358,8 @@ int posh__directory_check(posh_heap_t *heap, char *report, size_t len,
                    (unsigned long long)e->off);
       bad = 1;
     }
-    uint32_t n = heap->hdr->max_names, home = (uint32_t)(e->hash % n);
-    uint32_t k = (i + n - home) % n;
+    uint32_t n = heap->hdr->max_names, home = dir_home(n, e->hash);
+    uint32_t k = dir_distance(n, home, i);
     if (posh_atomic32_load_acquire(&heap->dir[home].xprobe_max) < k) {
       posh__report(report, len, used,
                    "directory: entry %u lies %u past its home %u, whose probe "

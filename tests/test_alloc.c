@@ -572,6 +572,15 @@ static void *free_once_thread(void *arg) {
   return NULL;
 }
 
+/* posh_free(h, p) from a thread of its own (a remote free): its result. */
+static int free_in_other_thread(posh_heap_t *h, void *p) {
+  struct twice t = {h, p, -1, -1};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, free_once_thread, &t), 0);
+  pthread_join(th, NULL);
+  return t.r1;
+}
+
 /* A free from another thread into a page whose descriptor was damaged
  * (the descriptors are shared memory: a stray write) is POSH_ECORRUPT and
  * writes nothing: not with the class index, the head offset or the free
@@ -592,20 +601,13 @@ static void test_remote_free_damaged_descriptor(void **state) {
     case 2: pg->free_bitmap_off = 65535; break; /* bitmap past the blocks */
     case 3: pg->first_block = 1u << 20; break;  /* past the page */
     }
-    struct twice t = {h, p, -1, -1};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, free_once_thread, &t), 0);
-    pthread_join(th, NULL);
-    assert_true(t.r1 == POSH_ECORRUPT || t.r1 == POSH_EFAULT);
+    int r = free_in_other_thread(h, p);
+    assert_true(r == POSH_ECORRUPT || r == POSH_EFAULT);
     assert_int_equal(posh_block_state(h, p), POSH_BLOCK_INVALID);
     *pg = saved;
     assert_int_equal(posh_block_state(h, p), POSH_BLOCK_ALLOCATED);
   }
-  struct twice t = {h, p, -1, -1};
-  pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, free_once_thread, &t), 0);
-  pthread_join(th, NULL);
-  assert_int_equal(t.r1, 0);
+  assert_int_equal(free_in_other_thread(h, p), 0);
   assert_int_equal(posh_free(h, keep), 0);
   ASSERT_HEAP_OK(h, 0);
   assert_int_equal(posh_heap_detach(h), 0);
@@ -988,11 +990,7 @@ static void test_block_state(void **state) {
   assert_int_equal(posh_free(h, a), 0);
   assert_int_equal(posh_block_state(h, a), POSH_BLOCK_FREE);
   assert_int_equal(posh_block_state(h, b), POSH_BLOCK_ALLOCATED);
-  struct twice t = {h, b, -1, -1};
-  pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, free_once_thread, &t), 0);
-  pthread_join(th, NULL);
-  assert_int_equal(t.r1, 0);
+  assert_int_equal(free_in_other_thread(h, b), 0);
   assert_int_equal(posh_block_state(h, b), POSH_BLOCK_FREE); /* remote */
   assert_int_equal(posh_block_state(h, l + 65536), POSH_BLOCK_INVALID);
   assert_int_equal(posh_free(h, l), 0);
