@@ -2,7 +2,7 @@
 /*
  * This file contains what every shared object has in common: creation and
  * publication, opening by name or reference, the process-local hold table,
- * reference counting (holder processes, names, inner references), freeing
+ * reference counting (holder processes, names, inner references, pins), freeing
  * when the last reference goes, dropping a dead process's references, and
  * the consistency check of the object list.
  *
@@ -95,10 +95,10 @@ static uint64_t *holders_of(posh_heap_t *heap, posh__obj_hdr_t *o) {
   return (uint64_t *)posh__at(heap, off);
 }
 
-/* No name, inner reference or holder keeps o.  A damaged bitmap counts as
- * a reference: nothing is freed on the strength of garbage. */
+/* No name, inner reference, pin or holder keeps o.  A damaged bitmap
+ * counts as a reference: nothing is freed on the strength of garbage. */
 static int no_refs(posh_heap_t *heap, posh__obj_hdr_t *o) {
-  if (o->names || o->inner)
+  if (o->names || o->inner || o->pins)
     return 0;
   uint64_t *bits = holders_of(heap, o);
   if (!bits)
@@ -825,8 +825,64 @@ POSH_EXTERN int posh_obj_unbind(posh_heap_t *heap, const char *name) {
   return r;
 }
 
+/* Processes whose holder bit is set in o's bitmap (obj_lock held), or -1
+ * for a damaged bitmap. */
+static int64_t count_holders(posh_heap_t *heap, posh__obj_hdr_t *o) {
+  uint64_t *bits = holders_of(heap, o);
+  if (!bits)
+    return -1;
+  int64_t n = 0;
+  for (uint32_t i = 0, w = holder_words(heap); i < w; i++)
+    n += __builtin_popcountll(bits[i]);
+  return n;
+}
+
+/* The info of o (obj_lock held): 0, or POSH_ECORRUPT. */
+static int info_locked(posh_heap_t *heap, posh__obj_hdr_t *o,
+                       posh_obj_info_t *info) {
+  int64_t n = count_holders(heap, o);
+  if (n < 0)
+    return POSH_ECORRUPT;
+  memset(info, 0, sizeof *info);
+  info->ref.off = posh__off_of(heap, o);
+  info->ref.id = o->id;
+  info->ref.type = o->type;
+  info->size = o->size;
+  info->processes = (uint32_t)n;
+  info->names = o->names;
+  info->pins = o->pins;
+  return 0;
+}
+
+POSH_EXTERN int posh_obj_stat(posh_obj_t *obj, posh_obj_info_t *info_out) {
+  if (!obj || !info_out)
+    return POSH_EINVAL;
+  void *shared;
+  int r = posh__obj_get(obj, obj->type, &shared);
+  if (r)
+    return r;
+  uint32_t tok;
+  if ((r = obj_lock(obj->heap, &tok)) != 0)
+    return r;
+  r = info_locked(obj->heap, obj->hdr, info_out);
+  obj_unlock(obj->heap, tok);
+  return r;
+}
+
 POSH_EXTERN int posh_obj_refs(posh_obj_t *obj, uint32_t *processes,
                               uint32_t *names) {
+  posh_obj_info_t info;
+  int r = posh_obj_stat(obj, &info);
+  if (r)
+    return r;
+  if (processes)
+    *processes = info.processes;
+  if (names)
+    *names = info.names;
+  return 0;
+}
+
+POSH_EXTERN int posh_obj_pin(posh_obj_t *obj) {
   if (!obj)
     return POSH_EINVAL;
   void *shared;
@@ -836,20 +892,46 @@ POSH_EXTERN int posh_obj_refs(posh_obj_t *obj, uint32_t *processes,
   uint32_t tok;
   if ((r = obj_lock(obj->heap, &tok)) != 0)
     return r;
-  uint32_t n = 0;
-  uint64_t *bits = holders_of(obj->heap, obj->hdr);
-  if (!bits) {
-    obj_unlock(obj->heap, tok);
-    return POSH_ECORRUPT;
-  }
-  for (uint32_t i = 0, w = holder_words(obj->heap); i < w; i++)
-    n += (uint32_t)__builtin_popcountll(bits[i]);
-  if (processes)
-    *processes = n;
-  if (names)
-    *names = obj->hdr->names;
+  if (obj->hdr->pins == UINT32_MAX)
+    r = POSH_EOVERFLOW;
+  else
+    obj->hdr->pins++;
   obj_unlock(obj->heap, tok);
-  return 0;
+  return r;
+}
+
+POSH_EXTERN int posh_obj_unpin(posh_heap_t *heap, const posh_obj_ref_t *ref) {
+  if (!heap || !ref || ref->id == 0 || ref->type == 0 ||
+      ref->type > POSH_OBJ_TYPE_MAX || ref->reserved)
+    return POSH_EINVAL;
+  if (heap->detached)
+    return POSH_EDETACHED;
+  if (!plausible(heap, ref->off))
+    return POSH_EFAULT;
+  int r = posh__heap_ensure_registered(heap);
+  uint32_t tok;
+  if (r || (r = obj_lock(heap, &tok)) != 0)
+    return r;
+  posh__obj_hdr_t *o = posh__at(heap, ref->off);
+  int gone = 0;
+  if (posh_atomic32_load_relaxed(&o->xmagic) != POSH__OBJ_MAGIC ||
+      o->id != ref->id)
+    r = POSH_ESTALE;
+  else if (o->type != ref->type)
+    r = POSH_ETYPE;
+  else if (o->pins == 0)
+    r = POSH_EINVAL; /* not pinned: nothing of ours to drop */
+  else {
+    o->pins--;
+    if (no_refs(heap, o)) {
+      unlink_locked(heap, o);
+      gone = 1;
+    }
+  }
+  obj_unlock(heap, tok);
+  if (gone)
+    destroy(heap, o);
+  return r;
 }
 
 int posh__obj_inner_ref(posh_heap_t *heap, posh__obj_hdr_t *o, int delta) {
@@ -889,14 +971,9 @@ POSH_EXTERN int posh_obj_foreach(posh_heap_t *heap, posh_obj_visit_fn visit,
       break;
     }
     posh__obj_hdr_t *o = posh__at(heap, off);
-    posh_obj_info_t info = {{off, o->id, o->type, 0}, o->size, 0, o->names};
-    uint64_t *bits = holders_of(heap, o);
-    if (!bits) {
-      r = POSH_ECORRUPT;
+    posh_obj_info_t info;
+    if ((r = info_locked(heap, o, &info)) != 0)
       break;
-    }
-    for (uint32_t i = 0, w = holder_words(heap); i < w; i++)
-      info.processes += (uint32_t)__builtin_popcountll(bits[i]);
     r = visit(&info, arg);
     off = o->next;
   }

@@ -32,7 +32,7 @@ enum posh__obj_log_op {
 /* Header of every shared object.
  * Invariants: an object is in the heap's list iff xmagic == POSH__OBJ_MAGIC;
  * it is freed exactly when it leaves the list, which happens when its last
- * reference (holder bit, name, inner reference) goes. */
+ * reference (holder bit, name, inner reference, pin) goes. */
 typedef struct posh__obj_hdr {
   /* POSH__OBJ_MAGIC while live.  Synchronization: written under obj_lock
    * (release-store when linked, store 0 when unlinked); read without it by
@@ -50,7 +50,12 @@ typedef struct posh__obj_hdr {
   uint64_t holders_off;
   uint32_t names; /* obj_lock: directory names bound to the object */
   uint32_t inner; /* obj_lock: references held by other objects */
-  uint64_t pad[1];
+  /* obj_lock: references stored in heap data (posh_obj_pin): a handle
+   * written into a queued message or a container's value.  Held by no
+   * process, so not dropped when one dies: whoever removes the data
+   * unpins. */
+  uint32_t pins;
+  uint32_t pad;
 } posh__obj_hdr_t;
 _Static_assert(sizeof(posh__obj_hdr_t) == 64, "object header is one cache line");
 

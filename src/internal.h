@@ -63,7 +63,7 @@ static inline uint64_t posh__align_up(uint64_t v, uint64_t a) {
  * Layout constants.
  * ---------------------------------------------------------------------- */
 #define POSH_MAGIC 0x5045454830534f50ull /* "POS0HEEP" little-endian */
-#define POSH_ABI_VERSION 3u /* 2: shared-object table (objects/); 3: Condition wake-up counts */
+#define POSH_ABI_VERSION 4u /* 2: shared-object table (objects/); 3: Condition wake-up counts; 4: object pins */
 #define POSH_PAGE_SHIFT 16
 #define POSH_PAGE_SIZE (1u << POSH_PAGE_SHIFT) /* allocator page: 64 KiB */
 #define POSH_HEADER_SIZE 4096u

@@ -11,7 +11,9 @@
  * BYTE: the value every byte of the buffer must have (decimal).
  * MODE: "close" (close, detach, exit), "hold" (write 'R' to stdout, then
  * wait for EOF on stdin and exit without closing: the reap drops the
- * reference), "stale" (the open must fail with POSH_ESTALE).
+ * reference), "stale" (the open must fail with POSH_ESTALE), "unpin"
+ * (close, then drop a pin of the object by its reference: the parent
+ * pinned it).
  * Exit status: 0 success; 2 usage; 3 attach failed; 4 open failed;
  * 5 contents wrong; 6 expected an error and got another result.
  */
@@ -61,7 +63,11 @@ int main(int argc, char **argv) {
       ;
     _exit(0); /* no close, no detach: as if killed */
   }
+  posh_obj_ref_t ref;
+  posh_obj_ref(obj, &ref);
   posh_obj_close(obj);
+  if (strcmp(mode, "unpin") == 0 && posh_obj_unpin(heap, &ref) != 0)
+    return 6;
   posh_heap_detach(heap);
   return 0;
 }

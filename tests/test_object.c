@@ -5,8 +5,8 @@
  * and by reference from the same process, a forked child and an exec'd
  * unrelated program (tests/object_child), reference counting and freeing,
  * stale references, bad input, references of killed processes dropped by
- * the reaper, and repair of the object lock after its holder was killed
- * half-way through a change.
+ * the reaper, pins (references stored in heap data), and repair of the
+ * object lock after its holder was killed half-way through a change.
  */
 #include "testutil.h"
 
@@ -486,6 +486,115 @@ static void test_killed_holder_reaped(void **state) {
   assert_int_equal(tu_bytes_in_use(f->h), f->base_bytes);
 }
 
+static void assert_pins(posh_obj_t *o, uint32_t pins) {
+  posh_obj_info_t info;
+  memset(&info, 0xff, sizeof info);
+  assert_int_equal(posh_obj_stat(o, &info), 0);
+  assert_int_equal(info.pins, pins);
+  assert_int_equal(info.reserved, 0);
+}
+
+/* A pin keeps an object with no handle and no name alive; the last unpin
+ * frees it; unpinning what is not pinned, or is gone, changes nothing. */
+static void test_pins(void **state) {
+  struct tu_heap_fx *f = *state;
+  posh_obj_t *b = make_buffer(f->h, NULL, 512, 9);
+  posh_obj_ref_t ref;
+  posh_obj_ref(b, &ref);
+  assert_pins(b, 0);
+  assert_int_equal(posh_obj_unpin(f->h, &ref), POSH_EINVAL); /* no pin */
+  assert_int_equal(posh_obj_pin(b), 0);
+  assert_int_equal(posh_obj_pin(b), 0);
+  assert_pins(b, 2);
+  posh_obj_info_t info;
+  assert_int_equal(posh_obj_stat(b, &info), 0);
+  assert_int_equal(info.ref.off, ref.off);
+  assert_int_equal(info.ref.id, ref.id);
+  assert_int_equal(info.processes, 1);
+  assert_int_equal(info.names, 0);
+  assert_int_equal(posh_obj_close(b), 0);
+  /* Held by pins only. */
+  assert_int_equal(posh_obj_open_ref(f->h, &ref, &b), 0);
+  assert_pins(b, 2);
+  assert_int_equal(posh_obj_close(b), 0);
+  posh_obj_ref_t wrong = ref;
+  wrong.type = POSH_OBJ_QUEUE;
+  assert_int_equal(posh_obj_unpin(f->h, &wrong), POSH_ETYPE);
+  assert_int_equal(posh_obj_unpin(f->h, &ref), 0);
+  assert_int_equal(tu_check(f->h), 0);
+  assert_int_equal(posh_obj_unpin(f->h, &ref), 0); /* the last reference */
+  assert_stale(f->h, &ref);
+  assert_int_equal(posh_obj_unpin(f->h, &ref), POSH_ESTALE);
+  assert_int_equal(tu_check(f->h), 0);
+  assert_int_equal(tu_bytes_in_use(f->h), f->base_bytes);
+  /* Bad input. */
+  assert_int_equal(posh_obj_pin(NULL), POSH_EINVAL);
+  assert_int_equal(posh_obj_unpin(NULL, &ref), POSH_EINVAL);
+  assert_int_equal(posh_obj_unpin(f->h, NULL), POSH_EINVAL);
+  posh_obj_ref_t bad = {1, ref.id, POSH_OBJ_BUFFER, 0};
+  assert_int_equal(posh_obj_unpin(f->h, &bad), POSH_EFAULT);
+  bad = ref;
+  bad.id = 0;
+  assert_int_equal(posh_obj_unpin(f->h, &bad), POSH_EINVAL);
+  bad = ref;
+  bad.reserved = 1;
+  assert_int_equal(posh_obj_unpin(f->h, &bad), POSH_EINVAL);
+  assert_int_equal(posh_obj_stat(NULL, &info), POSH_EINVAL);
+}
+
+struct pin_arg {
+  posh_heap_t *h;
+  posh_obj_ref_t ref;
+};
+
+static int pin_and_die_child(void *p) {
+  struct pin_arg *a = p;
+  posh_obj_t *b;
+  CHILD_CHECK_EQ(posh_obj_open_ref(a->h, &a->ref, &b), 0);
+  CHILD_CHECK_EQ(posh_obj_pin(b), 0);
+  raise(SIGKILL); /* the pin outlives its writer */
+  return 1;
+}
+
+static int pinned_visit(const posh_obj_info_t *info, void *arg) {
+  const posh_obj_ref_t *ref = arg;
+  return info->ref.id == ref->id ? (int)info->pins + 1 : 0;
+}
+
+/* A pin written by a process that was killed afterwards stays (the data
+ * holding the reference is still there), and an unrelated process can drop
+ * it: the object is freed then. */
+static void test_pin_outlives_process(void **state) {
+  struct tu_heap_fx *f = *state;
+  posh_obj_t *b = make_buffer(f->h, NULL, 300, 6);
+  struct pin_arg a = {f->h, {0}};
+  posh_obj_ref(b, &a.ref);
+  assert_int_equal(posh_obj_close(b), 0); /* the fork gives the child one */
+  assert_stale(f->h, &a.ref);
+  b = make_buffer(f->h, NULL, 300, 6);
+  posh_obj_ref(b, &a.ref);
+  pid_t pid = tu_fork(pin_and_die_child, &a);
+  assert_true(pid > 0);
+  assert_int_equal(tu_wait(pid, 10000), TU_SIGNALED(SIGKILL));
+  assert_int_equal(posh_obj_close(b), 0);
+  unsigned reaped = 0;
+  assert_int_equal(posh_heap_reap(f->h, &reaped), 0);
+  assert_int_equal(reaped, 1);
+  /* Only the dead child's pin holds it. */
+  assert_int_equal(posh_obj_foreach(f->h, pinned_visit, &a.ref), 2);
+  assert_int_equal(tu_check(f->h), 0);
+  char off[32], id[32];
+  snprintf(off, sizeof off, "%llu", (unsigned long long)a.ref.off);
+  snprintf(id, sizeof id, "%llu", (unsigned long long)a.ref.id);
+  const char *args[] = {f->name, "ref", off, id, "6", "unpin", NULL};
+  pid = spawn_object_child(args, -1, -1);
+  assert_true(pid > 0);
+  assert_int_equal(tu_wait(pid, 20000), 0);
+  assert_stale(f->h, &a.ref);
+  assert_int_equal(tu_check(f->h), 0);
+  assert_int_equal(tu_bytes_in_use(f->h), f->base_bytes);
+}
+
 static int many_child(void *p) {
   posh_heap_t *h = p;
   for (int i = 0; i < 150; i++) {
@@ -759,6 +868,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_fork_sigterm_at_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_exec_child_opens, setup, teardown),
       cmocka_unit_test_setup_teardown(test_killed_holder_reaped, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pins, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pin_outlives_process, setup, teardown),
       cmocka_unit_test_setup_teardown(test_killed_creator_many, setup, teardown),
       cmocka_unit_test_setup_teardown(test_obj_lock_repair, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threads_open_close, setup, teardown),

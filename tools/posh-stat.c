@@ -23,9 +23,10 @@ static void usage(FILE *out) {
 static int print_object(const posh_obj_info_t *info, void *arg) {
   (void)arg;
   printf("  %-10s offset %-12" PRIu64 " id %-8" PRIu64 " %8" PRIu64
-         " B  held by %" PRIu32 " process(es), %" PRIu32 " name(s)\n",
+         " B  held by %" PRIu32 " process(es), %" PRIu32 " name(s), %" PRIu32
+         " pin(s)\n",
          posh_obj_type_name(info->ref.type), info->ref.off, info->ref.id,
-         info->size, info->processes, info->names);
+         info->size, info->processes, info->names, info->pins);
   return 0;
 }
 

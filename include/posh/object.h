@@ -99,8 +99,21 @@ POSH_EXTERN int posh_obj_bind(posh_obj_t *obj, const char *name);
  * bound to something that is not a shared object). */
 POSH_EXTERN int posh_obj_unbind(posh_heap_t *heap, const char *name);
 
+/* Pins: references stored in heap data.  A reference written into a
+ * queued message, a dict or list value or any other shared data must keep
+ * its object alive after the writer closes its handle: pin the object when
+ * writing the reference and unpin it (by reference, from any process) when
+ * the data is removed.  A pin belongs to no process, so it is not dropped
+ * when a process dies; a pin never unpinned keeps its object until the
+ * heap goes.  posh_obj_unpin frees the object when it was the last
+ * reference; it gives POSH_ESTALE when the object no longer exists and
+ * POSH_EINVAL when it has no pin left (a second unpin of the same pin),
+ * and changes nothing then. */
+POSH_EXTERN int posh_obj_pin(posh_obj_t *obj);
+POSH_EXTERN int posh_obj_unpin(posh_heap_t *heap, const posh_obj_ref_t *ref);
+
 /* Reference counts of an object (a snapshot): processes holding a handle
- * and names bound to it. */
+ * and names bound to it (posh_obj_stat gives the pins too). */
 POSH_EXTERN int posh_obj_refs(posh_obj_t *obj, uint32_t *processes,
                               uint32_t *names);
 
@@ -109,7 +122,11 @@ typedef struct posh_obj_info {
   uint64_t size;       /* bytes of the object's own block */
   uint32_t processes;  /* processes holding a handle */
   uint32_t names;      /* directory names bound to it */
+  uint32_t pins;       /* references stored in heap data (posh_obj_pin) */
+  uint32_t reserved;   /* 0 */
 } posh_obj_info_t;
+/* A snapshot of one object's reference, size and reference counts. */
+POSH_EXTERN int posh_obj_stat(posh_obj_t *obj, posh_obj_info_t *info_out);
 typedef int (*posh_obj_visit_fn)(const posh_obj_info_t *info, void *arg);
 /* Call visit for every live object of the heap (under the heap's object
  * lock: visit must not open, close or bind objects).  A non-zero return
