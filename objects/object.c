@@ -854,15 +854,22 @@ static int info_locked(posh_heap_t *heap, posh__obj_hdr_t *o,
   return 0;
 }
 
-POSH_EXTERN int posh_obj_stat(posh_obj_t *obj, posh_obj_info_t *info_out) {
-  if (!obj || !info_out)
+/* Check the handle and take obj_lock: 0 (the caller unlocks), or an
+ * error. */
+static int obj_lock_handle(posh_obj_t *obj, uint32_t *tok) {
+  if (!obj)
     return POSH_EINVAL;
   void *shared;
   int r = posh__obj_get(obj, obj->type, &shared);
-  if (r)
-    return r;
+  return r ? r : obj_lock(obj->heap, tok);
+}
+
+POSH_EXTERN int posh_obj_stat(posh_obj_t *obj, posh_obj_info_t *info_out) {
+  if (!info_out)
+    return POSH_EINVAL;
   uint32_t tok;
-  if ((r = obj_lock(obj->heap, &tok)) != 0)
+  int r = obj_lock_handle(obj, &tok);
+  if (r)
     return r;
   r = info_locked(obj->heap, obj->hdr, info_out);
   obj_unlock(obj->heap, tok);
@@ -883,14 +890,9 @@ POSH_EXTERN int posh_obj_refs(posh_obj_t *obj, uint32_t *processes,
 }
 
 POSH_EXTERN int posh_obj_pin(posh_obj_t *obj) {
-  if (!obj)
-    return POSH_EINVAL;
-  void *shared;
-  int r = posh__obj_get(obj, obj->type, &shared);
-  if (r)
-    return r;
   uint32_t tok;
-  if ((r = obj_lock(obj->heap, &tok)) != 0)
+  int r = obj_lock_handle(obj, &tok);
+  if (r)
     return r;
   if (obj->hdr->pins == UINT32_MAX)
     r = POSH_EOVERFLOW;
