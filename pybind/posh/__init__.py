@@ -53,7 +53,7 @@ __all__ = [
     "active_children", "cpu_count", "set_start_method", "get_start_method",
     "get_all_start_methods", "get_context", "freeze_support",
     "set_executable", "set_forkserver_preload", "set_heap_options",
-    "heap_info", "heap_reap", "dumps", "loads", "PoshError", "HeapBuffer",
+    "heap_info", "heap_objects", "heap_reap", "dumps", "loads", "PoshError", "HeapBuffer",
     "Pool", "WorkerLostError", "PoolTerminatedError", "Manager", "SyncManager",
     "AuthenticationError", "BufferTooShort", "ProcessError", "TimeoutError",
     "log_to_stderr", "get_logger", "allow_connection_pickling", "reducer",
@@ -81,6 +81,15 @@ def heap_info():
     return _posh.heap_info()
 
 
+def heap_objects():
+    """A list with a dict for every live shared object of the default heap
+    (a snapshot, as `posh-stat` prints it): type ("queue", "dict", "sync",
+    ...), offset, id, size, and its references: processes holding a handle,
+    names, and pins (references held by queued messages and stored
+    values)."""
+    return _posh.heap_objects()
+
+
 def _init_from_env():
     cap = _os.environ.get("POSH_HEAP_CAPACITY")
     if cap:
@@ -99,13 +108,34 @@ def heap_reap():
     return _posh.heap_reap()
 
 
+# _thread._count() in a forked child still counts the parent's threads
+# (CPython 3.11 does not reset it), which never run there: the count taken
+# right after the fork is subtracted.  Regression: every child of a parent
+# with a thread (a Pool's, multiprocessing's resource sharer) skipped its
+# detach, and its references stayed until it was reaped.
+_parent_threads = 0
+
+
+def _count_parent_threads():
+    global _parent_threads
+    _parent_threads = _thread._count()
+
+
+_os.register_at_fork(after_in_child=_count_parent_threads)
+
+
+def _threads_alive():
+    """Threads besides the main one that run in this process."""
+    return _thread._count() - _parent_threads
+
+
 def _detach_at_exit():
     # Detach (drop our references, free our slot) unless another thread may
     # still use the heap: a daemon thread blocked in a get or a wait keeps
     # touching it until the interpreter is gone, and unmapping it under the
     # thread would crash the exit.  Then we leave as a killed process does
     # and the survivors reap us.
-    _posh.shutdown(_thread._count() > 0)
+    _posh.shutdown(_threads_alive() > 0)
 
 
 def _register_detach(_=None):

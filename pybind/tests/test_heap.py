@@ -310,5 +310,45 @@ class HeapTest(unittest.TestCase):
         """ % (METHODS,))
         self.assertEqual((rc, out.strip(), err), (0, "ok", ""))
 
+    # A forked child of a parent that runs threads detaches too (it left
+    # the heap as if killed: _thread._count() in a fork child still counts
+    # the parent's threads), and a thread it starts itself still keeps the
+    # heap mapped at its exit.
+    def test_fork_child_of_threaded_parent_detaches(self):
+        rc, out, err = run_py("""
+            import multiprocessing as mp, threading, time
+            import posh
+            from posh import _posh
+
+            def procs():
+                return posh.heap_info()["processes"]
+
+            def child_with_thread(q):
+                threading.Thread(target=q.get, daemon=True).start()
+                time.sleep(0.1)
+
+            if __name__ == "__main__":
+                lk = posh.Lock()
+                t = threading.Thread(target=time.sleep, args=(30,),
+                                     daemon=True)
+                t.start()
+                ctx = mp.get_context("fork")
+                p = ctx.Process(target=lk.locked)
+                p.start()
+                p.join(60)
+                assert p.exitcode == 0, p.exitcode
+                assert procs() == 1, procs()  # detached, not left to reap
+                q = posh.Queue()
+                p = ctx.Process(target=child_with_thread, args=(q,))
+                p.start()
+                p.join(60)
+                assert p.exitcode == 0, p.exitcode
+                assert procs() == 2, procs()  # kept: its thread was alive
+                assert posh.heap_reap() == 1
+                print("ok")
+        """)
+        self.assertEqual((rc, out.strip(), err), (0, "ok", ""))
+
+
 if __name__ == "__main__":
     unittest.main()
