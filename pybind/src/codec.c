@@ -18,9 +18,10 @@
  *           | 'b' v:n bytes | 'a' v:n bytes (bytearray)
  *           | 't' v:n value*n | 'l' v:n value*n | 'd' v:n (value value)*n
  *           | 'K' v:n pickle v:nbufs v:refindex*nbufs
- *   ref     = u64:off v:len v:slot v:gen   (in the 'X' header)
- * A message starts with 'X' iff it references heap blocks (the cheap
- * "has out-of-band blocks" test of the containers).
+ *   ref     = u64:off v:(len << 1) v:slot v:gen            (a heap block)
+ *           | u64:off v:(id << 1 | 1) v:type v:slot v:gen  (a pin)
+ * A message starts with 'X' iff it references heap blocks or objects (the
+ * cheap "holds heap references" test of the containers).
  *
  * Out-of-band blocks are reference-counted.  The counts live in a table of
  * 64-bit words in the heap (a Buffer object named "posh.codec.refs", never
@@ -39,6 +40,22 @@
  * both call it.  The last reference frees the block (posh_free).  A process
  * that dies holding references leaks those blocks (and their slots) until
  * the heap goes away.
+ *
+ * Posh objects (a Queue, a Lock, a posh dict ...) pickled into a value are
+ * references to shared objects that must outlive the encoder's handle (a
+ * temporary stored in a dict, a queue put by a process that exits): the
+ * pickler pins each one (posh_obj_pin) and the message carries the pin as
+ * a ref with a slot of its own, counted exactly like a block's.  The
+ * pickler finds them through its dispatch table: every C base of the posh
+ * objects and each of their subclasses (registered by the bases'
+ * __init_subclass__) maps to a reducer that pins the object and then
+ * returns its own __reduce_ex__ (a reference); other objects pay nothing.
+ * The decoder opens the objects (unpickling) before it drops the message's
+ * or its own count; the last count unpins the object instead of freeing a
+ * block.  A pinned dict or list unpinned for the last time first releases
+ * what its own values hold (pyposh_cont_release_if_last), through a
+ * worklist so that a deep nesting does not recurse.  Dict keys pin nothing
+ * (a key's encoding must not vary).
  */
 #include "pyposh.h"
 
@@ -170,11 +187,71 @@ static int rc_drop_stored(uint32_t slot, uint64_t gen) {
   }
 }
 
-/* One out-of-band block of a message. */
+/* One heap reference of a message: an out-of-band block (off, len) or a
+ * pin of the object (off, id, type). */
 typedef struct {
   uint64_t off, len, gen;
+  uint64_t id;   /* pin: the object's id */
+  uint32_t type; /* pin: its enum posh_obj_type */
   uint32_t slot;
+  int pin;
 } oob_t;
+
+/* ------------------------------------------------------------------------
+ * Dropping pins.  The last count of a pin unpins its object; a dict or
+ * list left with no other reference first releases its stored values,
+ * which may drop more pins: those go on a worklist (process-local, under
+ * the GIL) that the outermost call drains.
+ * ---------------------------------------------------------------------- */
+static posh_obj_ref_t *g_unpin;
+static size_t g_unpin_n, g_unpin_cap;
+static int g_unpinning;
+
+static void pin_drop_one(posh_heap_t *h, const posh_obj_ref_t *ref) {
+  posh_obj_t *o = NULL;
+  if ((ref->type == POSH_OBJ_DICT || ref->type == POSH_OBJ_LIST) &&
+      posh_obj_open_ref(h, ref, &o) != 0)
+    o = NULL;
+  /* errors (a stale or damaged reference) leave everything as it was */
+  (void)posh_obj_unpin(h, ref);
+  if (o) {
+    pyposh_cont_release_if_last(o);
+    posh_obj_close(o);
+  }
+}
+
+static void pin_drop(posh_heap_t *h, const oob_t *pin) {
+  posh_obj_ref_t ref = {pin->off, pin->id, pin->type, 0};
+  if (g_unpinning) {
+    if (g_unpin_n == g_unpin_cap) {
+      size_t cap = g_unpin_cap ? g_unpin_cap * 2 : 16;
+      posh_obj_ref_t *a = PyMem_Realloc(g_unpin, cap * sizeof *a);
+      if (!a) { /* no memory: unpin now (its values' references leak) */
+        (void)posh_obj_unpin(h, &ref);
+        return;
+      }
+      g_unpin = a;
+      g_unpin_cap = cap;
+    }
+    g_unpin[g_unpin_n++] = ref;
+    return;
+  }
+  g_unpinning = 1;
+  pin_drop_one(h, &ref);
+  while (g_unpin_n) {
+    ref = g_unpin[--g_unpin_n];
+    pin_drop_one(h, &ref);
+  }
+  g_unpinning = 0;
+}
+
+/* The last count of ref went: free its block or drop its pin. */
+static void ref_gone(posh_heap_t *h, const oob_t *ref) {
+  if (ref->pin)
+    pin_drop(h, ref);
+  else
+    posh_free_off(h, (posh_off_t){ref->off});
+}
 
 /* ------------------------------------------------------------------------
  * HeapBuffer: a writable buffer over one heap block, freed when the object
@@ -324,7 +401,7 @@ static int enc_tagged(enc_t *e, unsigned char tag, const void *p, size_t n) {
 static void free_refs(posh_heap_t *h, const oob_t *refs, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (refs[i].off && rc_unref(refs[i].slot, refs[i].gen))
-      posh_free_off(h, (posh_off_t){refs[i].off});
+      ref_gone(h, &refs[i]);
 }
 
 static void enc_free(enc_t *e) {
@@ -332,6 +409,68 @@ static void enc_free(enc_t *e) {
     PyMem_Free(e->buf);
   PyMem_Free(e->refs);
   PyMem_Free(e->cur_refs);
+}
+
+/* Room for one more ref (and, with cur, one more index of the current
+ * pickle's buffers): 0, or -1 with MemoryError. */
+static int refs_room(enc_t *e, int cur) {
+  if (e->nrefs == e->refcap) {
+    size_t rc = e->refcap ? e->refcap * 2 : 8;
+    oob_t *a = PyMem_Realloc(e->refs, rc * sizeof *a);
+    if (!a) {
+      PyErr_NoMemory();
+      return -1;
+    }
+    e->refs = a;
+    e->refcap = rc;
+  }
+  if (cur && e->ncur == e->curcap) {
+    size_t cc = e->curcap ? e->curcap * 2 : 8;
+    size_t *c = PyMem_Realloc(e->cur_refs, cc * sizeof *c);
+    if (!c) {
+      PyErr_NoMemory();
+      return -1;
+    }
+    e->cur_refs = c;
+    e->curcap = cc;
+  }
+  return 0;
+}
+
+/* Pin the object of handle obj for the message (a ref with a count slot of
+ * its own): 0, or -1 with an exception.  Keys pin nothing. */
+static int enc_pin(enc_t *e, posh_obj_t *obj) {
+  posh_heap_t *h = pyposh_heap();
+  if (!h)
+    return -1;
+  posh_obj_ref_t ref;
+  if (e->key || posh_obj_heap(obj) != h || posh_obj_ref(obj, &ref) < 0)
+    return 0; /* not an object of the package's heap: nothing to hold */
+  uint32_t slot;
+  uint64_t gen;
+  if (refs_room(e, 0) < 0)
+    return -1;
+  if (rc_alloc(&slot, &gen) < 0) {
+    PyErr_Format(PyExc_MemoryError,
+                 "posh: too many posh objects and big buffers held by "
+                 "queued messages and stored values (%u)", RC_SLOTS);
+    return -1;
+  }
+  int r = posh_obj_pin(obj);
+  if (r < 0) {
+    rc_unref(slot, gen);
+    pyposh_error(r);
+    return -1;
+  }
+  oob_t *o = &e->refs[e->nrefs++];
+  memset(o, 0, sizeof *o);
+  o->off = ref.off;
+  o->id = ref.id;
+  o->type = ref.type;
+  o->slot = slot;
+  o->gen = gen;
+  o->pin = 1;
+  return 0;
 }
 
 /* buffer_callback of the pickler: big contiguous buffers into the heap
@@ -359,27 +498,16 @@ static PyObject *enc_buffer(enc_t *e, PyObject *pb) {
     PyBuffer_Release(&v);
     Py_RETURN_TRUE;
   }
-  if (e->nrefs == e->refcap || e->ncur == e->curcap) {
-    size_t rc = e->refcap ? e->refcap * 2 : 8;
-    size_t cc = e->curcap ? e->curcap * 2 : 8;
-    oob_t *a = PyMem_Realloc(e->refs, rc * sizeof *a);
-    if (a)
-      e->refs = a;
-    size_t *c = PyMem_Realloc(e->cur_refs, cc * sizeof *c);
-    if (c)
-      e->cur_refs = c;
-    if (!a || !c) {
-      rc_unref(slot, gen);
-      posh_free(h, blk);
-      PyBuffer_Release(&v);
-      return PyErr_NoMemory();
-    }
-    e->refcap = rc;
-    e->curcap = cc;
+  if (refs_room(e, 1) < 0) {
+    rc_unref(slot, gen);
+    posh_free(h, blk);
+    PyBuffer_Release(&v);
+    return NULL;
   }
   PYPOSH_BEGIN_HEAP_NOGIL;
   memcpy(blk, v.buf, (size_t)v.len);
   PYPOSH_END_HEAP_NOGIL;
+  memset(&e->refs[e->nrefs], 0, sizeof e->refs[e->nrefs]);
   e->refs[e->nrefs].off = posh_off(h, blk).v;
   e->refs[e->nrefs].len = (uint64_t)v.len;
   e->refs[e->nrefs].slot = slot;
@@ -404,7 +532,8 @@ static PyObject *enc_buffer(enc_t *e, PyObject *pb) {
  * ---------------------------------------------------------------------- */
 static PyObject *g_pickler_cls, *g_bytesio_cls;
 static PyObject *g_copyreg_table, *g_mp_reducers; /* dicts; mp's may be NULL */
-static PyObject *g_pk_table;       /* the two merged */
+static PyObject *g_pin_types;      /* posh object types -> True (pinned) */
+static PyObject *g_pk_table;       /* the three merged */
 static Py_ssize_t g_pk_table_n = -1; /* their sizes when merged */
 static PyObject *g_pk, *g_pk_file; /* the reusable Pickler and its file */
 static int g_pk_busy;
@@ -421,15 +550,57 @@ static PyMethodDef enc_cb_def = {"_posh_buffer_cb", enc_buffer_cb, METH_O,
                                  NULL};
 static PyMethodDef pk_cb_def = {"_posh_buffer_cb", pk_buffer_cb, METH_O, NULL};
 
-/* The merged dispatch table, rebuilt when either source changed size (a
- * reducer registered after import). */
+/* Reducer of the posh object types: pin obj for the encoder (the capsule's,
+ * or with none the reusable Pickler's), then reduce obj as usual. */
+static PyObject *s_reduce_ex, *g_five;
+static PyObject *pin_reduce(PyObject *capsule, PyObject *obj) {
+  enc_t *e = capsule ? PyCapsule_GetPointer(capsule, NULL) : g_pk_enc;
+  posh_obj_t *h = pyposh_handle_of(obj);
+  if (!e && !PyErr_Occurred())
+    PyErr_SetString(PyExc_RuntimeError, "posh: pickling outside an encoder");
+  if (!e || (h && enc_pin(e, h) < 0))
+    return NULL;
+  return PyObject_CallMethodOneArg(obj, s_reduce_ex, g_five);
+}
+static PyMethodDef pin_reduce_def = {"_posh_pin_reduce", pin_reduce, METH_O,
+                                     NULL};
+static PyObject *g_pin_reduce; /* pin_reduce without a capsule */
+
+/* t[type] = reducer for every posh object type: 0, or -1. */
+static int add_pin_reducers(PyObject *t, PyObject *reducer) {
+  Py_ssize_t pos = 0;
+  PyObject *type, *unused;
+  while (PyDict_Next(g_pin_types, &pos, &type, &unused))
+    if (PyDict_SetItem(t, type, reducer) < 0)
+      return -1;
+  return 0;
+}
+
+int pyposh_register_pinned(PyObject *cls) {
+  return PyDict_SetItem(g_pin_types, cls, Py_True);
+}
+
+PyObject *pyposh_init_subclass(PyObject *cls, PyObject *args, PyObject *kw) {
+  if ((args && PyTuple_GET_SIZE(args)) || (kw && PyDict_GET_SIZE(kw))) {
+    PyErr_Format(PyExc_TypeError, "%s.__init_subclass__() takes no arguments",
+                 ((PyTypeObject *)cls)->tp_name);
+    return NULL;
+  }
+  if (pyposh_register_pinned(cls) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+/* The merged dispatch table, rebuilt when a source changed size (a reducer
+ * registered after import, a new posh object class). */
 static PyObject *pk_table(void) {
-  Py_ssize_t n = PyDict_Size(g_copyreg_table) +
+  Py_ssize_t n = PyDict_Size(g_copyreg_table) + PyDict_Size(g_pin_types) +
                  (g_mp_reducers ? PyDict_Size(g_mp_reducers) : 0);
   if (g_pk_table && n == g_pk_table_n)
     return g_pk_table;
   PyObject *t = PyDict_Copy(g_copyreg_table);
-  if (!t || (g_mp_reducers && PyDict_Update(t, g_mp_reducers) < 0)) {
+  if (!t || (g_mp_reducers && PyDict_Update(t, g_mp_reducers) < 0) ||
+      add_pin_reducers(t, g_pin_reduce) < 0) {
     Py_XDECREF(t);
     return NULL;
   }
@@ -475,15 +646,22 @@ static PyObject *pickle_obj(enc_t *e, PyObject *obj) {
   if (g_pk_busy) { /* nested or concurrent: a Pickler of its own */
     PyObject *cap = PyCapsule_New(e, NULL, NULL);
     PyObject *cb = cap ? PyCFunction_New(&enc_cb_def, cap) : NULL;
-    Py_XDECREF(cap);
-    PyObject *file = cb ? PyObject_CallNoArgs(g_bytesio_cls) : NULL;
-    PyObject *p = file ? new_pickler(file, cb, table) : NULL;
+    /* its own pin reducers too: the pins go to e */
+    PyObject *pin = cb ? PyCFunction_New(&pin_reduce_def, cap) : NULL;
+    PyObject *own = pin ? PyDict_Copy(table) : NULL;
+    if (own && add_pin_reducers(own, pin) < 0)
+      Py_CLEAR(own);
+    PyObject *file = own ? PyObject_CallNoArgs(g_bytesio_cls) : NULL;
+    PyObject *p = file ? new_pickler(file, cb, own) : NULL;
     PyObject *data = p && call_ok(p, s_dump, obj) == 0
                          ? PyObject_CallMethodNoArgs(file, s_getvalue)
                          : NULL;
     Py_XDECREF(p);
     Py_XDECREF(file);
+    Py_XDECREF(own);
+    Py_XDECREF(pin);
     Py_XDECREF(cb);
+    Py_XDECREF(cap);
     return data;
   }
   if (!g_pk) {
@@ -748,9 +926,12 @@ int pyposh_encode(PyObject *obj, int key, pyposh_buf_t *out) {
     memset(&hdr, 0, sizeof hdr);
     r = enc_byte(&hdr, 'X') < 0 || enc_varint(&hdr, e.nrefs) < 0 ? -1 : 0;
     for (size_t i = 0; r == 0 && i < e.nrefs; i++) {
-      r = enc_raw(&hdr, &e.refs[i].off, 8);
+      const oob_t *o = &e.refs[i];
+      r = enc_raw(&hdr, &o->off, 8);
       if (r == 0)
-        r = enc_varint(&hdr, e.refs[i].len);
+        r = enc_varint(&hdr, o->pin ? o->id << 1 | 1 : o->len << 1);
+      if (r == 0 && o->pin)
+        r = enc_varint(&hdr, o->type);
       if (r == 0)
         r = enc_varint(&hdr, e.refs[i].slot);
       if (r == 0)
@@ -854,7 +1035,7 @@ static PyObject *dec_pickle(dec_t *d) {
     return NULL;
   for (uint64_t i = 0; i < nb; i++) {
     uint64_t ix;
-    if (dec_varint(d, &ix) < 0 || ix >= d->nrefs) {
+    if (dec_varint(d, &ix) < 0 || ix >= d->nrefs || !d->bufs[ix]) {
       Py_DECREF(bufs);
       return PyErr_Occurred() ? NULL : dec_bad();
     }
@@ -994,10 +1175,23 @@ static int dec_header(dec_t *d, oob_t **refs, size_t *nrefs) {
     oob_t *o = &(*refs)[i];
     if (d->end - d->p < 8)
       goto bad;
+    memset(o, 0, sizeof *o);
     memcpy(&o->off, d->p, 8);
     d->p += 8;
-    if (dec_varint(d, &o->len) < 0 || dec_varint(d, &v) < 0 ||
-        dec_varint(d, &o->gen) < 0)
+    uint64_t w, type = 0;
+    if (dec_varint(d, &w) < 0)
+      goto bad;
+    o->pin = (int)(w & 1);
+    if (o->pin) {
+      o->id = w >> 1;
+      if (dec_varint(d, &type) < 0 || type == 0 || type > POSH_OBJ_TYPE_MAX ||
+          o->id == 0)
+        goto bad;
+      o->type = (uint32_t)type;
+    } else {
+      o->len = w >> 1;
+    }
+    if (dec_varint(d, &v) < 0 || dec_varint(d, &o->gen) < 0)
       goto bad;
     if (v >= RC_SLOTS || !o->off)
       goto bad;
@@ -1056,6 +1250,8 @@ PyObject *pyposh_decode(const void *data, size_t n, int copy, int consume,
           goto done;
         }
       }
+      if (o->pin) /* held until the value has opened the object (done:) */
+        continue;
       void *blk = posh_ptr(h, (posh_off_t){o->off});
       if (!posh_heap_contains(h, blk) || posh_usable_size(h, blk) < o->len) {
         dec_bad();
@@ -1108,7 +1304,7 @@ static Py_ssize_t drop_refs(const void *data, size_t len, int stored) {
     if (stored) {
       for (size_t i = 0; i < n; i++)
         if (rc_drop_stored(refs[i].slot, refs[i].gen))
-          posh_free_off(h, (posh_off_t){refs[i].off});
+          ref_gone(h, &refs[i]);
     } else {
       free_refs(h, refs, n);
     }
@@ -1218,16 +1414,16 @@ static PyMethodDef codec_methods[] = {
     {"loads", (PyCFunction)(void (*)(void))m_loads,
      METH_VARARGS | METH_KEYWORDS,
      "loads(data, copy=False, consume=True): decode; consume: the message's "
-     "references of its heap blocks pass to the result (once per message); "
-     "consume=False: the result takes references of its own"},
+     "references (heap blocks, pinned objects) pass to the result (once per "
+     "message); consume=False: the result takes references of its own"},
     {"discard", m_discard, METH_O,
-     "discard(data) -> n: drop the message's references of its heap blocks "
-     "without decoding"},
+     "discard(data) -> n: drop the message's references (heap blocks, "
+     "pinned objects) without decoding"},
     {"release", m_release, METH_O,
-     "release(data) -> n: drop a container's stored references of the heap "
-     "blocks of data (at most once per block)"},
+     "release(data) -> n: drop a container's stored references (heap "
+     "blocks, pinned objects) of data (at most once each)"},
     {"_refcounts", m_refcounts, METH_O,
-     "_refcounts(data) -> [count per heap block] (0: freed)"},
+     "_refcounts(data) -> [count per heap reference] (0: released)"},
     {"in_heap", m_in_heap, METH_O, "in_heap(buffer) -> bool"},
     {"set_oob_threshold", m_set_threshold, METH_O,
      "set_oob_threshold(n) -> old: smallest buffer placed in the heap"},
@@ -1247,6 +1443,12 @@ int pyposh_codec_init(PyObject *m) {
   g_pickler_cls = PyObject_GetAttrString(pickle, "Pickler");
   Py_DECREF(pickle);
   if (!g_pickle_loads || !g_pickler_cls)
+    return -1;
+  g_pin_types = PyDict_New();
+  g_pin_reduce = PyCFunction_New(&pin_reduce_def, NULL);
+  s_reduce_ex = PyUnicode_InternFromString("__reduce_ex__");
+  g_five = PyLong_FromLong(5);
+  if (!g_pin_types || !g_pin_reduce || !s_reduce_ex || !g_five)
     return -1;
   s_seek = PyUnicode_InternFromString("seek");
   s_truncate = PyUnicode_InternFromString("truncate");

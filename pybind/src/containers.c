@@ -187,6 +187,42 @@ static int list_release_visit(void *arg, size_t i, const void *data,
   return 0;
 }
 
+static PyTypeObject DictBase_Type, ListBase_Type;
+
+posh_obj_t *pyposh_cont_handle(PyObject *o) {
+  return PyObject_TypeCheck(o, &DictBase_Type) ||
+                 PyObject_TypeCheck(o, &ListBase_Type)
+             ? ((Cont *)o)->obj
+             : NULL;
+}
+
+/* Wrappers of this process open on the object with this id. */
+static long wrappers_open(uint64_t id) {
+  PyObject *k = PyLong_FromUnsignedLongLong(id);
+  PyObject *v = k ? PyDict_GetItemWithError(g_opened, k) : NULL;
+  Py_XDECREF(k);
+  return v ? PyLong_AsLong(v) : 0;
+}
+
+void pyposh_cont_release_if_last(posh_obj_t *obj) {
+  PyObject *et, *ev, *tb;
+  PyErr_Fetch(&et, &ev, &tb);
+  posh_obj_info_t info;
+  int type = posh_obj_type(obj);
+  /* A stored value holding a pin of this object (a dict inside a dict)
+   * keeps it and what it stores: only the very last reference releases. */
+  if ((type == POSH_OBJ_DICT || type == POSH_OBJ_LIST) &&
+      posh_obj_stat(obj, &info) == 0 && info.processes <= 1 &&
+      info.names == 0 && info.pins == 0 && wrappers_open(info.ref.id) == 0) {
+    if (type == POSH_OBJ_DICT)
+      posh_dict_foreach(obj, dict_release_visit, NULL);
+    else
+      posh_list_get_slice(obj, 0, INT64_MAX, 1, list_release_visit, NULL);
+  }
+  PyErr_Clear();
+  PyErr_Restore(et, ev, tb);
+}
+
 static void cont_dealloc(Cont *self) {
   if (self->weak)
     PyObject_ClearWeakRefs((PyObject *)self);
@@ -195,16 +231,8 @@ static void cont_dealloc(Cont *self) {
   if (self->obj && pyposh_heap_if_any()) {
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
-    int left = cont_opened(self, -1);
-    uint32_t procs = 0, names = 0;
-    if (left == 0 && posh_obj_refs(self->obj, &procs, &names) == 0 &&
-        procs <= 1 && names == 0) {
-      if (posh_obj_type(self->obj) == POSH_OBJ_DICT)
-        posh_dict_foreach(self->obj, dict_release_visit, NULL);
-      else
-        posh_list_get_slice(self->obj, 0, INT64_MAX, 1, list_release_visit,
-                            NULL);
-    }
+    if (cont_opened(self, -1) == 0)
+      pyposh_cont_release_if_last(self->obj);
     PyErr_Clear();
     PyErr_Restore(et, ev, tb);
     posh_obj_close(self->obj);
@@ -951,6 +979,7 @@ static PyObject *dict_open(Cont *self, PyObject *args) {
 }
 
 static PyMethodDef dict_methods[] = {
+    PYPOSH_INIT_SUBCLASS_METHOD,
     {"_create", (PyCFunction)dict_create, METH_VARARGS, NULL},
     {"_open", (PyCFunction)dict_open, METH_VARARGS, NULL},
     {"_ref", (PyCFunction)cont_ref, METH_NOARGS, NULL},
@@ -1431,6 +1460,7 @@ static PyObject *list_open(Cont *self, PyObject *args) {
 }
 
 static PyMethodDef list_methods[] = {
+    PYPOSH_INIT_SUBCLASS_METHOD,
     {"_create", (PyCFunction)list_create, METH_NOARGS, NULL},
     {"_open", (PyCFunction)list_open, METH_VARARGS, NULL},
     {"_ref", (PyCFunction)cont_ref, METH_NOARGS, NULL},
@@ -1473,6 +1503,9 @@ int pyposh_containers_init(PyObject *m) {
   if (!g_opened)
     return -1;
   if (PyType_Ready(&DictBase_Type) < 0 || PyType_Ready(&ListBase_Type) < 0)
+    return -1;
+  if (pyposh_register_pinned((PyObject *)&DictBase_Type) < 0 ||
+      pyposh_register_pinned((PyObject *)&ListBase_Type) < 0)
     return -1;
   if (PyModule_AddObjectRef(m, "DictBase", (PyObject *)&DictBase_Type) < 0 ||
       PyModule_AddObjectRef(m, "ListBase", (PyObject *)&ListBase_Type) < 0)

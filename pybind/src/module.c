@@ -74,6 +74,19 @@ static int remember_identity(void) {
 
 posh_heap_t *pyposh_heap_if_any(void) { return g_heap; }
 
+posh_obj_t *pyposh_handle_of(PyObject *o) {
+  posh_obj_t *h = pyposh_queue_handle(o);
+  if (!h)
+    h = pyposh_cont_handle(o);
+  if (!h)
+    h = pyposh_sync_handle(o);
+  if (!h)
+    h = pyposh_objbase_handle(o);
+  if (!h)
+    h = pyposh_conn_handle(o);
+  return h;
+}
+
 static void set_detached_error(void) {
   PyErr_SetString(PyExc_RuntimeError,
                   "posh: the heap was detached at interpreter exit");
@@ -341,6 +354,31 @@ static PyObject *m_heap_check(PyObject *self, PyObject *unused) {
   Py_RETURN_NONE;
 }
 
+static int objects_visit(const posh_obj_info_t *info, void *arg) {
+  PyObject *d = Py_BuildValue(
+      "{sssKsKsKsIsIsI}", "type", posh_obj_type_name(info->ref.type), "offset",
+      (unsigned long long)info->ref.off, "id", (unsigned long long)info->ref.id,
+      "size", (unsigned long long)info->size, "processes", info->processes,
+      "names", info->names, "pins", info->pins);
+  int r = d ? PyList_Append(arg, d) : -1;
+  Py_XDECREF(d);
+  return r < 0 ? 1 : 0;
+}
+
+/* heap_objects() -> [{type, offset, id, size, processes, names, pins}] */
+static PyObject *m_heap_objects(PyObject *self, PyObject *unused) {
+  posh_heap_t *h = pyposh_heap();
+  PyObject *out = h ? PyList_New(0) : NULL;
+  if (!out)
+    return NULL;
+  int r = posh_obj_foreach(h, objects_visit, out);
+  if (r != 0) {
+    Py_DECREF(out);
+    return r < 0 ? pyposh_error(r) : NULL; /* 1: visit raised */
+  }
+  return out;
+}
+
 static PyMethodDef methods[] = {
     {"set_options", (PyCFunction)(void (*)(void))m_set_options,
      METH_VARARGS | METH_KEYWORDS,
@@ -350,6 +388,8 @@ static PyMethodDef methods[] = {
     {"heap_handle", m_heap_handle, METH_NOARGS, NULL},
     {"heap_attach", m_heap_attach, METH_VARARGS, NULL},
     {"heap_check", m_heap_check, METH_NOARGS, NULL},
+    {"heap_objects", m_heap_objects, METH_NOARGS,
+     "heap_objects() -> list of dicts: every live shared object"},
     {"shutdown", m_shutdown, METH_VARARGS,
      "shutdown(threads_alive=False) -> bool: detach the heap at exit"},
     {"heap_reap", m_heap_reap, METH_NOARGS,

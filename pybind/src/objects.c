@@ -121,6 +121,12 @@ static PyObject *ob_ref(ObjBase *self, PyObject *unused) {
   return Py_BuildValue("(KKI)", off, id, (unsigned)self->type);
 }
 
+static PyTypeObject ObjBase_Type;
+
+posh_obj_t *pyposh_objbase_handle(PyObject *o) {
+  return PyObject_TypeCheck(o, &ObjBase_Type) ? ((ObjBase *)o)->obj : NULL;
+}
+
 static void ob_dealloc(ObjBase *self) {
   /* After exit processing detached the heap, the handle's heap is gone:
    * leave it (the process is ending). */
@@ -409,6 +415,7 @@ static PyObject *ob_get_typecode(ObjBase *self, void *c) {
 }
 
 static PyMethodDef ob_methods[] = {
+    PYPOSH_INIT_SUBCLASS_METHOD,
     {"_create", (PyCFunction)ob_create, METH_VARARGS, NULL},
     {"_open", (PyCFunction)ob_open, METH_VARARGS, NULL},
     {"_ref", (PyCFunction)ob_ref, METH_NOARGS, NULL},
@@ -444,6 +451,8 @@ static PyTypeObject ObjBase_Type = {
 
 int pyposh_objects_init(PyObject *m) {
   if (PyType_Ready(&ObjBase_Type) < 0)
+    return -1;
+  if (pyposh_register_pinned((PyObject *)&ObjBase_Type) < 0)
     return -1;
   if (PyModule_AddObjectRef(m, "ObjBase", (PyObject *)&ObjBase_Type) < 0)
     return -1;

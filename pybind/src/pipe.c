@@ -162,6 +162,10 @@ static PyObject *cb_touch(ConnBase *self, PyObject *unused) {
   return r < 0 ? pyposh_error(r) : (Py_INCREF(Py_None), Py_None);
 }
 
+posh_obj_t *pyposh_conn_handle(PyObject *o) {
+  return PyObject_TypeCheck(o, &ConnBase_Type) ? ((ConnBase *)o)->end : NULL;
+}
+
 static void cb_dealloc(ConnBase *self) {
   if (self->end && pyposh_heap_if_any())
     posh_pipe_close(self->end);
@@ -512,6 +516,7 @@ static PyObject *cb_get_writable(ConnBase *self, void *c) {
 }
 
 static PyMethodDef cb_methods[] = {
+    PYPOSH_INIT_SUBCLASS_METHOD,
     {"_open", (PyCFunction)cb_open, METH_VARARGS, NULL},
     {"_ref", (PyCFunction)cb_ref, METH_NOARGS, NULL},
     {"_bind", (PyCFunction)cb_bind, METH_O, NULL},
@@ -568,6 +573,8 @@ int pyposh_pipe_init(PyObject *m) {
   if (!g_BufferTooShort)
     return -1;
   if (PyType_Ready(&ConnBase_Type) < 0)
+    return -1;
+  if (pyposh_register_pinned((PyObject *)&ConnBase_Type) < 0)
     return -1;
   if (PyModule_AddObjectRef(m, "ConnBase", (PyObject *)&ConnBase_Type) < 0)
     return -1;

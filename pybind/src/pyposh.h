@@ -76,6 +76,35 @@ Py_ssize_t pyposh_release(const void *data, size_t len);
 /* The encoding references heap blocks (must be released when dropped). */
 #define PYPOSH_HAS_OOB(p, n) ((n) > 0 && ((const unsigned char *)(p))[0] == 'X')
 
+/* The libposh handle of a posh shared object (Queue & co., Connection,
+ * Lock & co., Value/Array, dict/list; the C bases and their subclasses),
+ * or NULL (no exception) if o is none or not initialised.  What the codec
+ * pins when it encodes a reference to the object.  One per C base type;
+ * pyposh_handle_of tries them all. */
+posh_obj_t *pyposh_queue_handle(PyObject *o);
+posh_obj_t *pyposh_conn_handle(PyObject *o);
+posh_obj_t *pyposh_sync_handle(PyObject *o);
+posh_obj_t *pyposh_objbase_handle(PyObject *o);
+posh_obj_t *pyposh_cont_handle(PyObject *o);
+posh_obj_t *pyposh_handle_of(PyObject *o);
+/* The codec pins the objects of the types registered here when it pickles
+ * them (codec.c).  Each C base registers itself at init and has
+ * PYPOSH_INIT_SUBCLASS_METHOD (pyposh_init_subclass) as __init_subclass__,
+ * which registers every subclass. */
+int pyposh_register_pinned(PyObject *cls);
+PyObject *pyposh_init_subclass(PyObject *cls, PyObject *args, PyObject *kw);
+#define PYPOSH_INIT_SUBCLASS_METHOD                                           \
+  {"__init_subclass__", (PyCFunction)(void (*)(void))pyposh_init_subclass,    \
+   METH_CLASS | METH_VARARGS | METH_KEYWORDS,                                \
+   "registers the subclass with the codec, which pins its objects"}
+
+/* Containers (containers.c): obj, a handle of a posh dict or list that is
+ * not a wrapper's, was just left as the last reference to its object (no
+ * wrapper of this process, no other process, name or pin): release the
+ * heap references its stored values hold (blocks, pins) before the last
+ * close frees their bytes.  Does nothing otherwise.  No exception. */
+void pyposh_cont_release_if_last(posh_obj_t *obj);
+
 /* Parts of the module. */
 int pyposh_codec_init(PyObject *module);
 int pyposh_sync_init(PyObject *module);

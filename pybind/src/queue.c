@@ -457,6 +457,12 @@ static PyObject *qb_touch(QueueBase *self, PyObject *unused) {
   return r < 0 ? pyposh_error(r) : (Py_INCREF(Py_None), Py_None);
 }
 
+static PyTypeObject QueueBase_Type;
+
+posh_obj_t *pyposh_queue_handle(PyObject *o) {
+  return PyObject_TypeCheck(o, &QueueBase_Type) ? ((QueueBase *)o)->q : NULL;
+}
+
 static void qb_dealloc(QueueBase *self) {
   if (self->q && pyposh_heap_if_any())
     posh_obj_close(self->q);
@@ -841,6 +847,7 @@ static PyObject *qb_get_maxsize(QueueBase *self, void *c) {
 }
 
 static PyMethodDef qb_methods[] = {
+    PYPOSH_INIT_SUBCLASS_METHOD,
     {"_create", (PyCFunction)qb_create, METH_VARARGS, NULL},
     {"_open", (PyCFunction)qb_open, METH_VARARGS, NULL},
     {"_ref", (PyCFunction)qb_ref, METH_NOARGS, NULL},
@@ -933,6 +940,8 @@ int pyposh_queue_init(PyObject *m) {
   if (!g_Empty || !g_Full)
     return -1;
   if (PyType_Ready(&QueueBase_Type) < 0)
+    return -1;
+  if (pyposh_register_pinned((PyObject *)&QueueBase_Type) < 0)
     return -1;
   if (PyModule_AddObjectRef(m, "QueueBase", (PyObject *)&QueueBase_Type) < 0)
     return -1;

@@ -600,6 +600,11 @@ static PyObject *sb_get_oref(SyncBase *self, void *c) {
                        (unsigned long long)ref.id);
 }
 
+posh_obj_t *pyposh_sync_handle(PyObject *o) {
+  return PyObject_TypeCheck(o, &SyncBase_Type) ? ((SyncBase *)o)->owner
+                                               : NULL;
+}
+
 static void sb_dealloc(SyncBase *self) {
   /* After exit processing detached the heap, the handle's heap is gone:
    * leave it (the process is ending). */
@@ -609,6 +614,7 @@ static void sb_dealloc(SyncBase *self) {
 }
 
 static PyMethodDef sb_methods[] = {
+    PYPOSH_INIT_SUBCLASS_METHOD,
     {"_create", (PyCFunction)sb_create, METH_VARARGS, NULL},
     {"_attach", (PyCFunction)sb_attach, METH_VARARGS, NULL},
     {"acquire", (PyCFunction)(void (*)(void))sb_acquire,
@@ -649,6 +655,8 @@ static PyTypeObject SyncBase_Type = {
 
 int pyposh_sync_init(PyObject *m) {
   if (PyType_Ready(&SyncBase_Type) < 0)
+    return -1;
+  if (pyposh_register_pinned((PyObject *)&SyncBase_Type) < 0)
     return -1;
   if (PyModule_AddObjectRef(m, "SyncBase", (PyObject *)&SyncBase_Type) < 0)
     return -1;

@@ -4,7 +4,9 @@
 objects in place of multiprocessing's: every test class of the
 "processes" kind gets posh's Lock, RLock, Semaphore, BoundedSemaphore,
 Condition, Event, Barrier, Value, Array, RawValue, RawArray, Queue,
-JoinableQueue, Pipe and Pool.  Processes stay multiprocessing's.
+JoinableQueue, Pipe and Pool, and every class of the "manager" kind gets
+posh.Manager() in place of multiprocessing.Manager().  Processes stay
+multiprocessing's.
 
     python3 cpython_mp_runner.py START_METHOD [NAME_FILTER]
 
@@ -31,6 +33,19 @@ KNOWN_DIFFERENCES = {
         "posh's Queue.put pickles in the caller (no feeder thread): an "
         "object that cannot be pickled raises from put() instead of being "
         "dropped by a feeder thread",
+    "WithManagerTestContainers.test_list_iter":
+        "iterating a posh list reads a snapshot taken by iter() "
+        "(docs/python.md), not the live items",
+    "WithManagerTestContainers.test_dict_iter":
+        "iterating a posh dict reads a snapshot taken by iter(): a change "
+        "during iteration raises nothing",
+    "WithManagerTestEvent.test_repr":
+        "posh's Manager hands out the shared objects themselves, not "
+        "proxies: the repr is the Event's own",
+    "WithManagerTestPool.test_make_pool":
+        "Manager().Pool(-1) raises ValueError in the caller, as "
+        "multiprocessing.Pool(-1) does (there is no server to raise "
+        "RemoteError)",
 }
 
 for name in ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Condition",
@@ -39,6 +54,26 @@ for name in ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Condition",
     setattr(T.ProcessesMixin, name, staticmethod(getattr(posh, name)))
 # It reads multiprocessing's Condition's private semaphores.
 T._TestCondition.check_invariant = lambda self, cond: None
+
+
+# A posh.Manager() per manager test class.  multiprocessing's tearDownClass
+# also counts the objects its server still holds (_number_of_objects): posh
+# has no server; the objects' own reference counts free them.
+@classmethod
+def _manager_setup(cls):
+    T.BaseMixin.setUpClass.__func__(cls)
+    cls.manager = posh.Manager()
+
+
+@classmethod
+def _manager_teardown(cls):
+    cls.manager.shutdown()
+    cls.manager = None
+    T.BaseMixin.tearDownClass.__func__(cls)
+
+
+T.ManagerMixin.setUpClass = _manager_setup
+T.ManagerMixin.tearDownClass = _manager_teardown
 
 # At module level, so that spawned children (which import this file as
 # __mp_main__) find the test classes their targets belong to.
@@ -51,7 +86,8 @@ def main():
     loader = unittest.TestLoader()
     suite = unittest.TestSuite()
     for name, cls in sorted(globals().items()):
-        if not (isinstance(cls, type) and name.startswith("WithProcesses")
+        if not (isinstance(cls, type)
+                and name.startswith(("WithProcesses", "WithManager"))
                 and pattern in name):
             continue
         for test_name, reason in KNOWN_DIFFERENCES.items():
