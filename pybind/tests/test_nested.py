@@ -31,6 +31,14 @@ def pins_of(obj):
     return None
 
 
+class TaggedQueue(posh.Queue):
+    tag = "mine"
+
+
+class Tagged2(TaggedQueue):
+    pass
+
+
 # --- children (module level: spawn imports them) ---------------------------
 def _store_temporaries(d, lst):
     d["q"] = posh.Queue()
@@ -122,6 +130,18 @@ class StoredObjects(unittest.TestCase):
         self.assertEqual([o for o in live() if o[0] == "queue"],
                          [o for o in self.base if o[0] == "queue"])
         del d, lst
+        self.assertNothingLeft()
+
+    def test_subclass_objects_are_pinned(self):
+        d = posh.dict(a=TaggedQueue(), b=Tagged2())
+        gc.collect()
+        self.assertEqual(type(d["a"]).__name__, "TaggedQueue")
+        d["b"].put(1)
+        self.assertEqual(d["b"].get(timeout=5), 1)
+        with self.assertRaises(TypeError):
+            class Bad(posh.Queue, flavour=1):
+                pass
+        del d
         self.assertNothingLeft()
 
     def test_read_value_keeps_object_after_removal(self):
