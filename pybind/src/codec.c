@@ -52,10 +52,10 @@
  * returns its own __reduce_ex__ (a reference); other objects pay nothing.
  * The decoder opens the objects (unpickling) before it drops the message's
  * or its own count; the last count unpins the object instead of freeing a
- * block.  A pinned dict or list unpinned for the last time first releases
- * what its own values hold (pyposh_cont_release_if_last), through a
- * worklist so that a deep nesting does not recurse.  Dict keys pin nothing
- * (a key's encoding must not vary).
+ * block.  A pinned dict, list or queue unpinned for the last time first
+ * releases what its own values or messages hold (pyposh_release_if_last),
+ * through a worklist so that a deep nesting does not recurse.  Dict keys
+ * pin nothing (a key's encoding must not vary).
  */
 #include "pyposh.h"
 
@@ -209,13 +209,14 @@ static int g_unpinning;
 
 static void pin_drop_one(posh_heap_t *h, const posh_obj_ref_t *ref) {
   posh_obj_t *o = NULL;
-  if ((ref->type == POSH_OBJ_DICT || ref->type == POSH_OBJ_LIST) &&
+  if ((ref->type == POSH_OBJ_DICT || ref->type == POSH_OBJ_LIST ||
+       ref->type == POSH_OBJ_QUEUE) &&
       posh_obj_open_ref(h, ref, &o) != 0)
     o = NULL;
   /* errors (a stale or damaged reference) leave everything as it was */
   (void)posh_obj_unpin(h, ref);
   if (o) {
-    pyposh_cont_release_if_last(o);
+    pyposh_release_if_last(o);
     posh_obj_close(o);
   }
 }

@@ -15,7 +15,10 @@
  * get + compare-and-swap loop and deletions use pop, so exactly one process
  * releases a given old value; list overwrites read the old value and then
  * set (no swap in the C list), and the release is idempotent (codec's
- * dropped bit), so a race can only leak (never free too early).
+ * dropped bit), so a race can only leak (never free too early).  Stored
+ * posh objects (pins, see codec.c) are released the same way.  The last
+ * wrapper of the last process (pyposh_release_if_last) releases the values
+ * still stored before the C object frees their bytes.
  *
  * Dict order: each stored value carries its key's insertion stamp (see
  * VHDR below); iteration sorts by it and popitem pops the largest, so the
@@ -35,14 +38,8 @@
 typedef struct {
   PyObject_HEAD
   posh_obj_t *obj;
-  uint64_t id;     /* the object's unique id (process-local handle count) */
   PyObject *weak;
 } Cont;
-
-/* Per process: object id -> number of open wrappers, so that the last one
- * of the last process releases the values still stored (their heap
- * blocks) before the C object frees their bytes. */
-static PyObject *g_opened;
 
 static int cont_check(Cont *self) {
   if (!self->obj) {
@@ -52,28 +49,6 @@ static int cont_check(Cont *self) {
   if (pyposh_heap_check() < 0)
     return -1;
   return 0;
-}
-
-static int cont_opened(Cont *self, int delta) {
-  posh_obj_ref_t ref;
-  if (posh_obj_ref(self->obj, &ref) < 0)
-    return 0;
-  self->id = ref.id;
-  PyObject *k = PyLong_FromUnsignedLongLong(ref.id);
-  if (!k)
-    return -1;
-  PyObject *v = PyDict_GetItemWithError(g_opened, k);
-  long n = (v ? PyLong_AsLong(v) : 0) + delta;
-  int r;
-  if (n <= 0) {
-    r = v ? PyDict_DelItem(g_opened, k) : 0;
-  } else {
-    PyObject *nv = PyLong_FromLong(n);
-    r = nv ? PyDict_SetItem(g_opened, k, nv) : -1;
-    Py_XDECREF(nv);
-  }
-  Py_DECREF(k);
-  return r < 0 ? -1 : (int)n;
 }
 
 /* _create(capacity=0) / _open(off, id) */
@@ -94,7 +69,7 @@ static PyObject *cont_create_common(Cont *self, int type, uint64_t cap) {
   }
   if (r < 0)
     return pyposh_error(r);
-  if (cont_opened(self, 1) < 0)
+  if (pyposh_wrappers(self->obj, 1) < 0)
     return NULL;
   Py_RETURN_NONE;
 }
@@ -109,7 +84,7 @@ static PyObject *cont_open_common(Cont *self, PyObject *args, uint32_t type) {
   }
   if (pyposh_obj_open(off, id, type, &self->obj) < 0)
     return NULL;
-  if (cont_opened(self, 1) < 0)
+  if (pyposh_wrappers(self->obj, 1) < 0)
     return NULL;
   Py_RETURN_NONE;
 }
@@ -196,31 +171,11 @@ posh_obj_t *pyposh_cont_handle(PyObject *o) {
              : NULL;
 }
 
-/* Wrappers of this process open on the object with this id. */
-static long wrappers_open(uint64_t id) {
-  PyObject *k = PyLong_FromUnsignedLongLong(id);
-  PyObject *v = k ? PyDict_GetItemWithError(g_opened, k) : NULL;
-  Py_XDECREF(k);
-  return v ? PyLong_AsLong(v) : 0;
-}
-
-void pyposh_cont_release_if_last(posh_obj_t *obj) {
-  PyObject *et, *ev, *tb;
-  PyErr_Fetch(&et, &ev, &tb);
-  posh_obj_info_t info;
-  int type = posh_obj_type(obj);
-  /* A stored value holding a pin of this object (a dict inside a dict)
-   * keeps it and what it stores: only the very last reference releases. */
-  if ((type == POSH_OBJ_DICT || type == POSH_OBJ_LIST) &&
-      posh_obj_stat(obj, &info) == 0 && info.processes <= 1 &&
-      info.names == 0 && info.pins == 0 && wrappers_open(info.ref.id) == 0) {
-    if (type == POSH_OBJ_DICT)
-      posh_dict_foreach(obj, dict_release_visit, NULL);
-    else
-      posh_list_get_slice(obj, 0, INT64_MAX, 1, list_release_visit, NULL);
-  }
-  PyErr_Clear();
-  PyErr_Restore(et, ev, tb);
+void pyposh_cont_release(posh_obj_t *obj) {
+  if (posh_obj_type(obj) == POSH_OBJ_DICT)
+    posh_dict_foreach(obj, dict_release_visit, NULL);
+  else
+    posh_list_get_slice(obj, 0, INT64_MAX, 1, list_release_visit, NULL);
 }
 
 static void cont_dealloc(Cont *self) {
@@ -228,15 +183,8 @@ static void cont_dealloc(Cont *self) {
     PyObject_ClearWeakRefs((PyObject *)self);
   /* After exit processing detached the heap, the handle's heap is gone:
    * leave it (the process is ending). */
-  if (self->obj && pyposh_heap_if_any()) {
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    if (cont_opened(self, -1) == 0)
-      pyposh_cont_release_if_last(self->obj);
-    PyErr_Clear();
-    PyErr_Restore(et, ev, tb);
-    posh_obj_close(self->obj);
-  }
+  if (self->obj && pyposh_heap_if_any())
+    pyposh_wrapper_close(self->obj);
   Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1499,9 +1447,6 @@ static PyTypeObject ListBase_Type = {
 };
 
 int pyposh_containers_init(PyObject *m) {
-  g_opened = PyDict_New();
-  if (!g_opened)
-    return -1;
   if (PyType_Ready(&DictBase_Type) < 0 || PyType_Ready(&ListBase_Type) < 0)
     return -1;
   if (pyposh_register_pinned((PyObject *)&DictBase_Type) < 0 ||

@@ -74,6 +74,65 @@ static int remember_identity(void) {
 
 posh_heap_t *pyposh_heap_if_any(void) { return g_heap; }
 
+/* object id -> wrappers open in this process (see pyposh_wrappers) */
+static PyObject *g_wrappers;
+
+long pyposh_wrappers(posh_obj_t *obj, int delta) {
+  posh_obj_ref_t ref;
+  if (posh_obj_ref(obj, &ref) < 0)
+    return 0;
+  if (!g_wrappers && !(g_wrappers = PyDict_New()))
+    return -1;
+  PyObject *k = PyLong_FromUnsignedLongLong(ref.id);
+  if (!k)
+    return -1;
+  PyObject *v = PyDict_GetItemWithError(g_wrappers, k);
+  long n = (v ? PyLong_AsLong(v) : 0) + delta;
+  int r = 0;
+  if (n <= 0) {
+    n = 0;
+    r = v ? PyDict_DelItem(g_wrappers, k) : 0;
+  } else if (delta) {
+    PyObject *nv = PyLong_FromLong(n);
+    r = nv ? PyDict_SetItem(g_wrappers, k, nv) : -1;
+    Py_XDECREF(nv);
+  }
+  Py_DECREF(k);
+  return r < 0 || PyErr_Occurred() ? -1 : n;
+}
+
+void pyposh_release_if_last(posh_obj_t *obj) {
+  int type = posh_obj_type(obj);
+  if (type != POSH_OBJ_DICT && type != POSH_OBJ_LIST &&
+      type != POSH_OBJ_QUEUE)
+    return;
+  PyObject *et, *ev, *tb;
+  PyErr_Fetch(&et, &ev, &tb);
+  posh_obj_info_t info;
+  /* A stored value holding a pin of this object (a dict inside a dict, a
+   * queue in a message) keeps it and what it holds: only the very last
+   * reference releases. */
+  if (posh_obj_stat(obj, &info) == 0 && info.processes <= 1 &&
+      info.names == 0 && info.pins == 0 && pyposh_wrappers(obj, 0) == 0) {
+    if (type == POSH_OBJ_QUEUE)
+      pyposh_queue_discard_all(obj);
+    else
+      pyposh_cont_release(obj);
+  }
+  PyErr_Clear();
+  PyErr_Restore(et, ev, tb);
+}
+
+void pyposh_wrapper_close(posh_obj_t *obj) {
+  PyObject *et, *ev, *tb;
+  PyErr_Fetch(&et, &ev, &tb);
+  if (pyposh_wrappers(obj, -1) == 0)
+    pyposh_release_if_last(obj);
+  PyErr_Clear();
+  PyErr_Restore(et, ev, tb);
+  posh_obj_close(obj);
+}
+
 posh_obj_t *pyposh_handle_of(PyObject *o) {
   posh_obj_t *h = pyposh_queue_handle(o);
   if (!h)

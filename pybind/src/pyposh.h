@@ -98,12 +98,27 @@ PyObject *pyposh_init_subclass(PyObject *cls, PyObject *args, PyObject *kw);
    METH_CLASS | METH_VARARGS | METH_KEYWORDS,                                \
    "registers the subclass with the codec, which pins its objects"}
 
-/* Containers (containers.c): obj, a handle of a posh dict or list that is
- * not a wrapper's, was just left as the last reference to its object (no
- * wrapper of this process, no other process, name or pin): release the
- * heap references its stored values hold (blocks, pins) before the last
- * close frees their bytes.  Does nothing otherwise.  No exception. */
-void pyposh_cont_release_if_last(posh_obj_t *obj);
+/* Python wrappers (containers, queues) open in this process on obj's
+ * object, counted per object id: add delta (+1 when a wrapper gets its
+ * handle, -1 when it goes) and return the new count, or -1 with an
+ * exception.  Under the GIL. */
+long pyposh_wrappers(posh_obj_t *obj, int delta);
+/* obj is a handle of this process that is about to be closed: if its object
+ * is a dict, list or queue that has no other reference (no wrapper of this
+ * process, no other process, name or pin), release the heap references its
+ * data holds (stored values, queued messages: heap blocks and pins) before
+ * the last close frees their bytes.  Does nothing otherwise; no
+ * exception. */
+void pyposh_release_if_last(posh_obj_t *obj);
+/* A wrapper goes (its tp_dealloc, heap attached): count it out, release
+ * what the object holds if that was its last reference, close obj.  Keeps
+ * any exception being raised. */
+void pyposh_wrapper_close(posh_obj_t *obj);
+/* What pyposh_release_if_last does per type: release a dict's or list's
+ * stored values (containers.c); take and discard a queue's messages
+ * (queue.c). */
+void pyposh_cont_release(posh_obj_t *obj);
+void pyposh_queue_discard_all(posh_obj_t *q);
 
 /* Parts of the module. */
 int pyposh_codec_init(PyObject *module);

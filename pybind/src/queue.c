@@ -408,6 +408,8 @@ static PyObject *qb_create(QueueBase *self, PyObject *args) {
     return pyposh_error(r);
   self->kind = kind;
   self->maxsize = maxsize;
+  if (pyposh_wrappers(self->q, 1) < 0)
+    return NULL;
   Py_RETURN_NONE;
 }
 
@@ -426,6 +428,8 @@ static PyObject *qb_open(QueueBase *self, PyObject *args) {
     return NULL;
   self->kind = kind;
   self->maxsize = maxsize;
+  if (pyposh_wrappers(self->q, 1) < 0)
+    return NULL;
   Py_RETURN_NONE;
 }
 
@@ -463,9 +467,20 @@ posh_obj_t *pyposh_queue_handle(PyObject *o) {
   return PyObject_TypeCheck(o, &QueueBase_Type) ? ((QueueBase *)o)->q : NULL;
 }
 
+void pyposh_queue_discard_all(posh_obj_t *q) {
+  posh_queue_msg_t m;
+  while (posh_queue_get_msg(q, &m, 0) == 0) {
+    if (PYPOSH_HAS_OOB(m.data, m.len) && pyposh_discard(m.data, m.len) < 0)
+      PyErr_Clear();
+    posh_queue_msg_release(q, &m);
+  }
+}
+
+/* The last wrapper of the last process discards the messages left (their
+ * heap blocks and pins) before the close frees the queue. */
 static void qb_dealloc(QueueBase *self) {
   if (self->q && pyposh_heap_if_any())
-    posh_obj_close(self->q);
+    pyposh_wrapper_close(self->q);
   Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

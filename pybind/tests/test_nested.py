@@ -4,7 +4,8 @@ Value, dict or list stored in a posh dict or list, or sent in a queued
 message, stays alive after every handle of it is gone (the stored value
 pins it), from any process, and is freed when the value or message is
 removed (overwrite, del, pop, clear, get, discard), also when the holder
-is itself held (nested dicts) and when the nesting is deep."""
+is itself held (nested dicts) and when the nesting is deep; a queue freed
+with messages in it releases what they hold."""
 import gc
 import multiprocessing as mp
 import os
@@ -212,6 +213,22 @@ class StoredObjects(unittest.TestCase):
         self.assertEqual(q.get(timeout=5), 1)
         del q
         self.assertNothingLeft()
+
+    def test_queue_freed_with_messages_releases_them(self):
+        q = posh.Queue()
+        q.put(posh.Lock())
+        q.put(posh.dict(inner=posh.Queue()))
+        q.put(bytearray(1 << 20))  # an out-of-band heap block
+        used = posh.heap_info()["bytes_in_use"]
+        q2 = posh.SimpleQueue()
+        q2.put(posh.list([1]))
+        d = posh.dict(q=q2)  # a stored queue, with a message, in a dict
+        del q2
+        gc.collect()
+        self.assertNotEqual(live(), self.base)
+        del q, d
+        self.assertNothingLeft()
+        self.assertLess(posh.heap_info()["bytes_in_use"], used - (1 << 20))
 
     def test_pinned_objects_from_children(self):
         for m in METHODS:
