@@ -21,6 +21,12 @@ methods put_bytes/try_put_bytes/put_bytes_timeout/get_bytes/
 get_bytes_timeout/get_many_bytes (raw bytes, no codec).
 """
 
+import os
+import queue as _queue
+import threading
+import weakref
+from multiprocessing import util as _mp_util
+
 from . import _posh
 from ._posh import QueueBase
 
@@ -90,11 +96,111 @@ class JoinableQueue(_Base):
 
 class SimpleQueue(_Base):
     """multiprocessing.SimpleQueue(): get(), put(obj), empty(), close()
-    (OSError "handle is closed" on use after close, as multiprocessing)."""
+    (OSError "handle is closed" on use after close, as multiprocessing).
+
+    _reader: multiprocessing's SimpleQueue is a pipe, and
+    concurrent.futures' ProcessPoolExecutor waits on its read end
+    (result_queue._reader, with multiprocessing.connection.wait) and reads
+    from it.  posh's has no file descriptor, so the first use of _reader in
+    a process starts a thread there that moves every message, still
+    encoded, from the queue into a local pipe; _reader waits on that pipe
+    and decodes what it reads (recv, poll, fileno).  From then on this
+    process takes every message (concurrent.futures has one consumer).
+    close() stops the thread."""
     __slots__ = ()
 
     def __init__(self, *, ctx=None):
         self._create(0, _KIND_SIMPLE)
+
+    @property
+    def _reader(self):
+        with _bridges_lock:
+            b = _bridges.get(self)
+            if b is None or b.pid != os.getpid():
+                b = _bridges[self] = _PipeBridge(self)
+        return b
+
+    def close(self):
+        b = _bridges.pop(self, None)
+        if b is not None and b.pid == os.getpid():
+            b.close()
+        super().close()
+
+
+class _PipeBridge:
+    """A SimpleQueue's reader with a file descriptor: a thread moves the
+    encoded messages into a local pipe; recv() decodes them (in the caller,
+    so that an error while unpickling is raised there)."""
+
+    def __init__(self, q):
+        import multiprocessing.connection as mpc
+        self.pid = os.getpid()
+        self._pipe_r, self._pipe_w = mpc.Pipe(duplex=False)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(q,),
+                                        name="posh-SimpleQueue-reader",
+                                        daemon=True)
+        self._thread.start()
+        # stopped before posh detaches at exit (priority -100)
+        _mp_util.Finalize(self, _PipeBridge.close, args=(self,),
+                          exitpriority=10)
+
+    def _run(self, q):
+        while not self._stopping.is_set():
+            try:
+                data = q.get_bytes_timeout(0.1)
+            except (OSError, EOFError, RuntimeError):
+                break  # closed or shut down here, or the heap detached
+            if data is None:
+                continue
+            try:
+                self._pipe_w.send_bytes(data)
+            except OSError:
+                _posh.discard(data)
+                break
+
+    @property
+    def closed(self):
+        return self._pipe_r.closed
+
+    def fileno(self):
+        return self._pipe_r.fileno()
+
+    def poll(self, timeout=0.0):
+        return self._pipe_r.poll(timeout)
+
+    def recv_bytes(self):
+        """The next message, encoded (posh.loads decodes it once)."""
+        return self._pipe_r.recv_bytes()
+
+    def recv(self):
+        return _posh.loads(self._pipe_r.recv_bytes())
+
+    def close(self):
+        if self._pipe_r.closed:
+            return
+        self._stopping.set()
+        # What was moved and not read is discarded (its heap blocks and
+        # pins), also while the thread may be blocked writing a message
+        # bigger than the pipe's buffer.
+        while self._thread.is_alive() and \
+                self._thread is not threading.current_thread():
+            self._discard_pending()
+            self._thread.join(0.05)
+        self._pipe_w.close()
+        self._discard_pending()
+        self._pipe_r.close()
+
+    def _discard_pending(self):
+        while self._pipe_r.poll(0):
+            try:
+                _posh.discard(self._pipe_r.recv_bytes())
+            except EOFError:
+                break
+
+
+_bridges = weakref.WeakKeyDictionary()  # SimpleQueue -> _PipeBridge
+_bridges_lock = threading.Lock()
 
 
 # The Pipe lives in posh/connection.py.

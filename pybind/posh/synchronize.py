@@ -95,8 +95,31 @@ class Semaphore(_Base):
     def get_value(self):
         return self._info("value")
 
+    @property
+    def _semlock(self):
+        # What multiprocessing's own Queue and JoinableQueue read of the
+        # semaphores their context gives them (queues.py: full(), qsize(),
+        # join()), so that they work with posh's context (the call queue of
+        # concurrent.futures' ProcessPoolExecutor(mp_context=...) is one).
+        return _SemLockView(self)
+
     def __repr__(self):
         return "<%s(value=%s)>" % (type(self).__name__, self.get_value())
+
+
+class _SemLockView:
+    """The part of multiprocessing's _multiprocessing.SemLock that
+    multiprocessing.queues reads: _is_zero() and _get_value()."""
+    __slots__ = ("_sem",)
+
+    def __init__(self, sem):
+        self._sem = sem
+
+    def _get_value(self):
+        return self._sem.get_value()
+
+    def _is_zero(self):
+        return self._sem.get_value() == 0
 
 
 class BoundedSemaphore(Semaphore):
