@@ -193,6 +193,14 @@ POSH_EXTERN int posh_rlock_owned(posh_heap_t *heap, posh_off_t rlock) {
   return posh__lock_owner(&l->lw) == tok ? (int)l->count : 0;
 }
 
+POSH_EXTERN int posh_rlock_locked(posh_heap_t *heap, posh_off_t rlock) {
+  posh__rlock_shared_t *l;
+  int err = posh__sync_get(heap, rlock, POSH_SYNC_RLOCK, (void **)&l);
+  if (err)
+    return err;
+  return posh__lock_owner(&l->lw) != 0;
+}
+
 /* ------------------------------------------------------------------------
  * For condition.c and common.c.
  * ---------------------------------------------------------------------- */

@@ -317,6 +317,15 @@ POSH_EXTERN int posh_sem_value(posh_heap_t *heap, posh_off_t sem) {
   return (int)posh_atomic32_load_acquire(&s->xvalue);
 }
 
+POSH_EXTERN int posh_sem_bound(posh_heap_t *heap, posh_off_t sem) {
+  posh__sem_shared_t *s;
+  int err = posh__sync_get(heap, sem, POSH_SYNC_SEMAPHORE, (void **)&s);
+  if (err)
+    return err;
+  /* set at creation: the initial value, or POSH_SEM_VALUE_MAX unbounded */
+  return s->bound <= POSH_SEM_VALUE_MAX ? (int)s->bound : POSH_SEM_VALUE_MAX;
+}
+
 POSH_EXTERN int posh_sem_reap(posh_heap_t *heap, posh_off_t sem,
                               unsigned *returned) {
   posh__sem_shared_t *s;

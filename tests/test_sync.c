@@ -244,6 +244,8 @@ static void test_bad_input(void **state) {
   RC(posh_rlock_acquire(h, l, 0), POSH_ETYPE);
   RC(posh_sem_acquire(h, l, 0), POSH_ETYPE);
   RC(posh_sem_value(h, ev), POSH_ETYPE);
+  RC(posh_sem_bound(h, l), POSH_ETYPE);
+  RC(posh_rlock_locked(h, l), POSH_ETYPE);
   RC(posh_cond_notify(h, l, 1), POSH_ETYPE);
   RC(posh_event_set(h, sem), POSH_ETYPE);
   RC(posh_barrier_wait(h, rw, 0, NULL, NULL, NULL), POSH_ETYPE);
@@ -567,6 +569,7 @@ static void *thr_rlock_probe(void *p) {
   a->result[0] = posh_rlock_owned(h, a->obj);
   a->result[1] = posh_rlock_acquire(h, a->obj, 0);
   a->result[2] = posh_rlock_release(h, a->obj);
+  a->result[3] = posh_rlock_locked(h, a->obj); /* held by the other thread */
   return NULL;
 }
 
@@ -596,6 +599,7 @@ static void test_rlock(void **state) {
   struct fx *f = *state;
   posh_off_t l;
   RC(posh_rlock_create(f->h, "rl", 0, &l), 0);
+  RC(posh_rlock_locked(f->h, l), 0);
   for (int i = 1; i <= 3; i++) {
     RC(posh_rlock_acquire(f->h, l, 0), 0);
     RC(posh_rlock_owned(f->h, l), i);
@@ -607,9 +611,11 @@ static void test_rlock(void **state) {
   RC(a.result[0], 0);
   RC(a.result[1], POSH_ETIMEDOUT);
   RC(a.result[2], POSH_EPERM);
+  RC(a.result[3], 1);
   for (int i = 3; i >= 1; i--)
     RC(posh_rlock_release(f->h, l), 0);
   RC(posh_rlock_owned(f->h, l), 0);
+  RC(posh_rlock_locked(f->h, l), 0);
   RC(posh_rlock_release(f->h, l), POSH_EPERM);
 
   pid_t p = fork_child(child_rlock_and_die, f, &l);
@@ -656,8 +662,10 @@ static void test_sem_basic(void **state) {
   RC(posh_sem_release(f->h, b, 1), 0);
   RC(posh_sem_release(f->h, b, 1), POSH_EOVERFLOW);
   RC(posh_sem_value(f->h, b), 2);
+  RC(posh_sem_bound(f->h, b), 2);
 
   RC(posh_sem_create(f->h, NULL, 0, 0, &s), 0);
+  RC(posh_sem_bound(f->h, s), POSH_SEM_VALUE_MAX);
   RC(posh_sem_release(f->h, s, 1000), 0);
   RC(posh_sem_value(f->h, s), 1000);
   RC(posh_sem_release(f->h, s, POSH_SEM_VALUE_MAX), POSH_EOVERFLOW);

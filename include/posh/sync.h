@@ -114,6 +114,8 @@ POSH_EXTERN int posh_rlock_release(posh_heap_t *heap, posh_off_t rlock);
 POSH_EXTERN int posh_rlock_consistent(posh_heap_t *heap, posh_off_t rlock);
 /* Recursion count if the calling thread holds it, 0 if not. */
 POSH_EXTERN int posh_rlock_owned(posh_heap_t *heap, posh_off_t rlock);
+/* 1 if held (by anyone), 0 if free, or a negative code. */
+POSH_EXTERN int posh_rlock_locked(posh_heap_t *heap, posh_off_t rlock);
 
 /* ---------------------------------------------------------------------------
  * Semaphore.  POSH_SEM_BOUNDED makes a BoundedSemaphore: a release that
@@ -144,6 +146,9 @@ POSH_EXTERN int posh_sem_acquire(posh_heap_t *heap, posh_off_t sem,
 POSH_EXTERN int posh_sem_release(posh_heap_t *heap, posh_off_t sem, int n);
 /* Current value (a snapshot), or a negative code. */
 POSH_EXTERN int posh_sem_value(posh_heap_t *heap, posh_off_t sem);
+/* A bounded semaphore's bound (its initial value); POSH_SEM_VALUE_MAX for
+ * one that is not bounded. */
+POSH_EXTERN int posh_sem_bound(posh_heap_t *heap, posh_off_t sem);
 /* Robust semaphores: return the units of dead holders now (acquire does it
  * by itself when it would otherwise sleep).  *returned may be NULL. */
 POSH_EXTERN int posh_sem_reap(posh_heap_t *heap, posh_off_t sem,

@@ -77,9 +77,18 @@ class RLock(_Base):
         self._create(_posh.K_RLOCK)
 
     def __repr__(self):
-        n = self._info("owned") if self._kind else 0
-        owner = _owner_name() if n else "None/SomeOtherThread"
-        return "<%s(%s, %d)>" % (type(self).__name__, owner, n)
+        # as multiprocessing's, which says SomeOtherProcess when it can
+        # tell: posh says SomeOtherThread for a holder in any other thread
+        if not self._kind:
+            return "<RLock(uninitialised)>"
+        n = self._info("owned")
+        if n:
+            owner, count = _owner_name(), n
+        elif self._info("locked"):
+            owner, count = "SomeOtherThread", "nonzero"
+        else:
+            owner, count = "None", 0
+        return "<%s(%s, %s)>" % (type(self).__name__, owner, count)
 
 
 class Semaphore(_Base):
@@ -127,6 +136,10 @@ class BoundedSemaphore(Semaphore):
     ValueError (multiprocessing.BoundedSemaphore)."""
     __slots__ = ()
     _flags = _posh.SEM_BOUNDED
+
+    def __repr__(self):
+        return "<%s(value=%s, maxvalue=%s)>" % (
+            type(self).__name__, self.get_value(), self._info("bound"))
 
 
 class Condition(_Base):

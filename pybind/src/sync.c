@@ -363,7 +363,7 @@ static PyObject *sb_exit(SyncBase *self, PyObject *args) {
   return sb_release(self, NULL);
 }
 
-/* _info(what) -> int: 'locked' 'owned' 'value' 'parties' 'n_waiting'
+/* _info(what) -> int: 'locked' 'owned' 'value' 'bound' 'parties' 'n_waiting'
  * 'broken' 'is_set' 'count' */
 static PyObject *sb_info(SyncBase *self, PyObject *arg) {
   const char *what = PyUnicode_AsUTF8(arg);
@@ -375,13 +375,17 @@ static PyObject *sb_info(SyncBase *self, PyObject *arg) {
   int r;
   posh_off_t o = self->off;
   if (!strcmp(what, "locked"))
-    r = self->kind == K_LOCK ? posh_lock_locked(h, o) : POSH_EINVAL;
+    r = self->kind == K_LOCK    ? posh_lock_locked(h, o)
+        : self->kind == K_RLOCK ? posh_rlock_locked(h, o)
+                                : POSH_EINVAL;
   else if (!strcmp(what, "owned"))
     r = self->kind == K_LOCK    ? posh_lock_owned(h, o)
         : self->kind == K_RLOCK ? posh_rlock_owned(h, o)
                                 : POSH_EINVAL;
   else if (!strcmp(what, "value"))
     r = posh_sem_value(h, o);
+  else if (!strcmp(what, "bound"))
+    r = posh_sem_bound(h, o);
   else if (!strcmp(what, "parties"))
     r = posh_barrier_parties(h, o);
   else if (!strcmp(what, "n_waiting"))

@@ -65,12 +65,17 @@ class SingleProcessTest(unittest.TestCase):
         self.assertTrue(r.acquire(block=False))
         self.assertIn(", 2)", repr(r))
         res = []
-        t = threading.Thread(target=lambda: res.append(r.acquire(timeout=0.05)))
+
+        def other():
+            res.append(r.acquire(timeout=0.05))
+            res.append(repr(r))
+        t = threading.Thread(target=other)
         t.start()
         t.join()
-        self.assertEqual(res, [False])
+        self.assertEqual(res, [False, "<RLock(SomeOtherThread, nonzero)>"])
         r.release()
         r.release()
+        self.assertEqual(repr(r), "<RLock(None, 0)>")
         with self.assertRaises(AssertionError):
             r.release()
         with r:
@@ -105,6 +110,8 @@ class SingleProcessTest(unittest.TestCase):
         self.assertEqual(b.get_value(), 2)
         with self.assertRaises(ValueError):
             b.release()
+        b.acquire()
+        self.assertEqual(repr(b), "<BoundedSemaphore(value=1, maxvalue=2)>")
 
     # Condition: wait times out with the lock held again; notify wakes a
     # waiting thread; wait_for; wait/notify without the lock raise.
