@@ -240,6 +240,18 @@ static void destroy(posh_heap_t *heap, posh__obj_hdr_t *o) {
   posh_free(heap, o);
 }
 
+/* End a reference change made under obj_lock: if o (NULL: none) has no
+ * reference left, unlink it, then drop obj_lock and free it. */
+static void unlock_freeing(posh_heap_t *heap, posh__obj_hdr_t *o,
+                           uint32_t tok) {
+  int gone = o && no_refs(heap, o);
+  if (gone)
+    unlink_locked(heap, o);
+  obj_unlock(heap, tok);
+  if (gone)
+    destroy(heap, o);
+}
+
 /* ------------------------------------------------------------------------
  * The process-local hold table: (heap, id) -> handles open in this process.
  * ---------------------------------------------------------------------- */
@@ -437,20 +449,15 @@ static int release_holder(posh_heap_t *heap, uint64_t off, uint64_t id) {
   if (r)
     return r;
   posh__obj_hdr_t *o = posh__at(heap, off);
-  int gone = 0;
   uint64_t *bits;
   if (posh_atomic32_load_relaxed(&o->xmagic) == POSH__OBJ_MAGIC && o->id == id &&
       (bits = holders_of(heap, o)) != NULL) {
     uint32_t s = heap->proc_slot;
     bits[s / 64] &= ~(1ull << (s % 64));
-    if (no_refs(heap, o)) {
-      unlink_locked(heap, o);
-      gone = 1;
-    }
+  } else {
+    o = NULL; /* not ours to free */
   }
-  obj_unlock(heap, tok);
-  if (gone)
-    destroy(heap, o);
+  unlock_freeing(heap, o, tok);
   return 0;
 }
 
@@ -695,15 +702,22 @@ POSH_EXTERN int posh_obj_open(posh_heap_t *heap, const char *name,
   return open_common(heap, name, 0, 0, type, obj_out);
 }
 
-POSH_EXTERN int posh_obj_open_ref(posh_heap_t *heap, const posh_obj_ref_t *ref,
-                                  posh_obj_t **obj_out) {
-  if (!heap || !ref || !obj_out || ref->id == 0 || ref->type == 0 ||
+/* The checks of a reference given by the caller: 0, POSH_EINVAL,
+ * POSH_EDETACHED or POSH_EFAULT. */
+static int check_ref(posh_heap_t *heap, const posh_obj_ref_t *ref) {
+  if (!heap || !ref || ref->id == 0 || ref->type == 0 ||
       ref->type > POSH_OBJ_TYPE_MAX || ref->reserved)
     return POSH_EINVAL;
   if (heap->detached)
     return POSH_EDETACHED;
-  if (!plausible(heap, ref->off))
-    return POSH_EFAULT;
+  return plausible(heap, ref->off) ? 0 : POSH_EFAULT;
+}
+
+POSH_EXTERN int posh_obj_open_ref(posh_heap_t *heap, const posh_obj_ref_t *ref,
+                                  posh_obj_t **obj_out) {
+  int r = obj_out ? check_ref(heap, ref) : POSH_EINVAL;
+  if (r)
+    return r;
   return open_common(heap, NULL, ref->off, ref->id, ref->type, obj_out);
 }
 
@@ -801,7 +815,6 @@ POSH_EXTERN int posh_obj_unbind(posh_heap_t *heap, const char *name) {
   posh_off_t off;
   uint32_t tag;
   posh__obj_hdr_t *o = NULL;
-  int gone = 0;
   r = posh_name_lookup(heap, name, &off, &tag);
   if (r == 0 && ((tag & 0xffff0000u) != POSH_OBJ_TAG_BASE ||
                  !plausible(heap, off.v)))
@@ -814,14 +827,10 @@ POSH_EXTERN int posh_obj_unbind(posh_heap_t *heap, const char *name) {
     if (r == 0 && o->names > 0)
       o->names--;
     log_end(h);
-    if (r == 0 && no_refs(heap, o)) {
-      unlink_locked(heap, o);
-      gone = 1;
-    }
+    if (r != 0)
+      o = NULL; /* unchanged */
   }
-  obj_unlock(heap, tok);
-  if (gone)
-    destroy(heap, o);
+  unlock_freeing(heap, o, tok);
   return r;
 }
 
@@ -903,19 +912,13 @@ POSH_EXTERN int posh_obj_pin(posh_obj_t *obj) {
 }
 
 POSH_EXTERN int posh_obj_unpin(posh_heap_t *heap, const posh_obj_ref_t *ref) {
-  if (!heap || !ref || ref->id == 0 || ref->type == 0 ||
-      ref->type > POSH_OBJ_TYPE_MAX || ref->reserved)
-    return POSH_EINVAL;
-  if (heap->detached)
-    return POSH_EDETACHED;
-  if (!plausible(heap, ref->off))
-    return POSH_EFAULT;
-  int r = posh__heap_ensure_registered(heap);
+  int r = check_ref(heap, ref);
+  if (r == 0)
+    r = posh__heap_ensure_registered(heap);
   uint32_t tok;
   if (r || (r = obj_lock(heap, &tok)) != 0)
     return r;
   posh__obj_hdr_t *o = posh__at(heap, ref->off);
-  int gone = 0;
   if (posh_atomic32_load_relaxed(&o->xmagic) != POSH__OBJ_MAGIC ||
       o->id != ref->id)
     r = POSH_ESTALE;
@@ -923,16 +926,9 @@ POSH_EXTERN int posh_obj_unpin(posh_heap_t *heap, const posh_obj_ref_t *ref) {
     r = POSH_ETYPE;
   else if (o->pins == 0)
     r = POSH_EINVAL; /* not pinned: nothing of ours to drop */
-  else {
+  else
     o->pins--;
-    if (no_refs(heap, o)) {
-      unlink_locked(heap, o);
-      gone = 1;
-    }
-  }
-  obj_unlock(heap, tok);
-  if (gone)
-    destroy(heap, o);
+  unlock_freeing(heap, r == 0 ? o : NULL, tok);
   return r;
 }
 
@@ -941,18 +937,11 @@ int posh__obj_inner_ref(posh_heap_t *heap, posh__obj_hdr_t *o, int delta) {
   int r = obj_lock(heap, &tok);
   if (r)
     return r;
-  int gone = 0;
   if (delta > 0)
     o->inner += (uint32_t)delta;
   else if (o->inner >= (uint32_t)-delta)
     o->inner -= (uint32_t)-delta;
-  if (delta < 0 && no_refs(heap, o)) {
-    unlink_locked(heap, o);
-    gone = 1;
-  }
-  obj_unlock(heap, tok);
-  if (gone)
-    destroy(heap, o);
+  unlock_freeing(heap, delta < 0 ? o : NULL, tok);
   return 0;
 }
 
